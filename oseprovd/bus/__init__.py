@@ -1,0 +1,1 @@
+"""The D-Bus layer: decode, validate, authorize, call an engine, encode."""

@@ -1,0 +1,53 @@
+"""Every bus name, object path, interface, polkit action id and error name, in one place."""
+
+from __future__ import annotations
+
+BUS_NAME = "org.ose.Provisioning1"
+ROOT_PATH = "/org/ose/Provisioning1"
+JOB_PATH_PREFIX = f"{ROOT_PATH}/Job/"
+
+IFACE_MANAGER = "org.ose.Manager1"
+IFACE_JOB = "org.ose.Job1"
+IFACE_DISCOVERY = "org.ose.Discovery1"
+IFACE_SNAPSHOTS = "org.ose.Snapshots1"
+IFACE_RESET = "org.ose.Reset1"
+IFACE_REINSTALL = "org.ose.Reinstall1"
+IFACE_TUNING = "org.ose.Tuning1"
+IFACE_TERMINAL = "org.ose.Terminal1"
+
+# Service interfaces and where they live; the Manager's Features lists those exported.
+SERVICE_PATHS = {
+    IFACE_DISCOVERY: f"{ROOT_PATH}/Discovery",
+    IFACE_SNAPSHOTS: f"{ROOT_PATH}/Snapshots",
+    IFACE_RESET: f"{ROOT_PATH}/Reset",
+    IFACE_REINSTALL: f"{ROOT_PATH}/Reinstall",
+    IFACE_TUNING: f"{ROOT_PATH}/Tuning",
+    IFACE_TERMINAL: f"{ROOT_PATH}/Terminal",
+}
+
+
+def job_path(job_id: int) -> str:
+    return f"{JOB_PATH_PREFIX}{job_id}"
+
+
+class Action:
+    """polkit action ids. Reads that are public carry no action (see bus/guard.py)."""
+
+    JOB_CANCEL_ANY = "org.ose.job.cancel-any"
+    AUDIT_READ = "org.ose.audit.read"
+
+
+# Actions the shipped policy file must declare (a test compares the two).
+SHIPPED_ACTIONS = (Action.JOB_CANCEL_ANY, Action.AUDIT_READ)
+
+POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"
+POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"
+POLKIT_IFACE = "org.freedesktop.PolicyKit1.Authority"
+
+DBUS_BUS_NAME = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
+DBUS_IFACE = "org.freedesktop.DBus"
+
+ERROR_PREFIX = "org.ose.Error."
+ERROR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+ERROR_ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
