@@ -1,0 +1,14 @@
+"""Discovery engine: collectors that describe a machine, and the runner that scans.
+
+Public API (what the bus layer calls):
+    DiscoveryEngine(roots).collect(subset, timeout) -> Report   (async)
+    DiscoveryEngine(roots).collect_one(name) -> section model | None
+    redact(model) -> copy without sensitive fields (serials, UUIDs, MACs)
+"""
+
+from oseprovd.discovery.engine import DiscoveryEngine
+from oseprovd.discovery.redact import redact
+from oseprovd.discovery.report import CollectorOutcome, Report
+from oseprovd.discovery.roots import SystemRoots
+
+__all__ = ["CollectorOutcome", "DiscoveryEngine", "Report", "SystemRoots", "redact"]

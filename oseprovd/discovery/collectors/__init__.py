@@ -1,0 +1,1 @@
+"""One module per collector; each exposes `collect(roots) -> <pydantic model>`."""

@@ -1,0 +1,58 @@
+"""The discovery engine: what the bus layer, osectl's facts script and tests call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel
+
+from oseprovd.discovery import subset as subset_mod
+from oseprovd.discovery.registry import GROUPS, SPECS, CollectorSpec
+from oseprovd.discovery.report import Report
+from oseprovd.discovery.roots import SystemRoots
+from oseprovd.discovery.runner import CollectorRunner
+
+
+class DiscoveryEngine:
+    """Scan a machine (or a sandbox tree that looks like one).
+
+    `specs` defaults to every known collector; tests pass their own (a hanging one).
+    """
+
+    def __init__(self, roots: SystemRoots | None = None,
+                 specs: Sequence[CollectorSpec] = SPECS,
+                 groups: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.roots = roots or SystemRoots()
+        self.specs = tuple(specs)
+        self.groups = dict(GROUPS if groups is None else groups)
+        self._runner = CollectorRunner(self.roots, self.specs)
+
+    @property
+    def collector_names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    def resolve(self, subset: Sequence[str]) -> list[str]:
+        """Collector names for an Ansible-style subset; InvalidArguments if unknown."""
+        groups = {g: [m for m in members if m in self._runner.specs]
+                  for g, members in self.groups.items()}
+        return subset_mod.resolve(subset, self.collector_names, groups,
+                                  [s.name for s in self.specs if s.minimal])
+
+    async def collect(self, subset: Sequence[str] = ("all",), timeout: float | None = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> Report:
+        """Run the selected collectors; never raises for a collector's own failure."""
+        names = self.resolve(subset)
+        return await self._runner.run(names, subset, timeout, progress)
+
+    async def collect_one(self, name: str, timeout: float | None = None) -> BaseModel | None:
+        """One collector's section (None if it failed; see collect() for why)."""
+        if name not in self._runner.specs:
+            self.resolve([name])  # raises InvalidArguments with the valid names
+        _, value = await self._runner.run_one(name, timeout)
+        return value
+
+    def collect_sync(self, subset: Sequence[str] = ("all",),
+                     timeout: float | None = None) -> Report:
+        """collect() for callers without a loop (the Ansible facts script, tests)."""
+        return asyncio.run(self.collect(subset, timeout))

@@ -1,0 +1,40 @@
+"""The collectors the engine knows: name, function, timeout and groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from oseprovd.discovery.collectors import block, cloud, cpu, dmi, memory, mounts, nics, power, virt
+from oseprovd.discovery.roots import SystemRoots
+
+
+@dataclass(frozen=True)
+class CollectorSpec:
+    name: str
+    collect: Callable[[SystemRoots], BaseModel]
+    timeout: float  # seconds; generous: a healthy machine answers in milliseconds
+    minimal: bool = False  # part of 'min' (cheap and always useful)
+
+
+SPECS: tuple[CollectorSpec, ...] = (
+    CollectorSpec("cpu", cpu.collect, 5.0, minimal=True),
+    CollectorSpec("memory", memory.collect, 5.0, minimal=True),
+    CollectorSpec("block", block.collect, 10.0),
+    CollectorSpec("mounts", mounts.collect, 5.0),
+    CollectorSpec("nics", nics.collect, 10.0),
+    CollectorSpec("power", power.collect, 5.0),
+    CollectorSpec("dmi", dmi.collect, 5.0, minimal=True),
+    CollectorSpec("virtualization", virt.collect, 5.0, minimal=True),
+    CollectorSpec("cloud", cloud.collect, 5.0),
+)
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "hardware": ("cpu", "memory", "block", "mounts", "nics", "power", "dmi", "virtualization"),
+}
+
+
+def by_name() -> dict[str, CollectorSpec]:
+    return {spec.name: spec for spec in SPECS}

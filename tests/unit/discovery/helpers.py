@@ -1,0 +1,47 @@
+"""Helpers for discovery tests: real tools (skip locally, fail under CI) and sandbox trees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def require_tool(name: str) -> str:
+    """Path of a real tool the test compares against; missing: skip, or fail when CI=true."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run_tool(*argv: str, timeout: float = 30, check: bool = True) -> str:
+    require_tool(argv[0])
+    return subprocess.run(list(argv), check=check, capture_output=True, text=True,
+                          timeout=timeout).stdout
+
+
+def write(base: Path, rel: str, text: str, mode: int = 0o644) -> Path:
+    path = base / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def symlink(base: Path, rel: str, target: str) -> None:
+    path = base / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+
+
+def dmi_tree(base: Path, fields: dict[str, str]) -> None:
+    """A /sys/class/dmi/id directory with the given attributes (newline-terminated)."""
+    for name, value in fields.items():
+        write(base, f"sys/class/dmi/id/{name}", value + "\n")
