@@ -7,7 +7,19 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from oseprovd.discovery.collectors import block, cloud, cpu, dmi, memory, mounts, nics, power, virt
+from oseprovd.discovery.collectors import (
+    block,
+    cloud,
+    cpu,
+    dmi,
+    memory,
+    mounts,
+    nics,
+    osinfo,
+    packages,
+    power,
+    virt,
+)
 from oseprovd.discovery.roots import SystemRoots
 
 
@@ -29,10 +41,13 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("dmi", dmi.collect, 5.0, minimal=True),
     CollectorSpec("virtualization", virt.collect, 5.0, minimal=True),
     CollectorSpec("cloud", cloud.collect, 5.0),
+    CollectorSpec("os", osinfo.collect, 5.0, minimal=True),
+    CollectorSpec("packages", packages.collect, 30.0),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "hardware": ("cpu", "memory", "block", "mounts", "nics", "power", "dmi", "virtualization"),
+    "software": ("os", "packages"),
 }
 
 

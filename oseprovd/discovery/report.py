@@ -14,6 +14,8 @@ from oseprovd.discovery.collectors.dmi import DmiInfo
 from oseprovd.discovery.collectors.memory import MemoryInfo
 from oseprovd.discovery.collectors.mounts import MountsInfo
 from oseprovd.discovery.collectors.nics import NicsInfo
+from oseprovd.discovery.collectors.osinfo import OsInfo
+from oseprovd.discovery.collectors.packages import PackagesInfo
 from oseprovd.discovery.collectors.power import PowerInfo
 from oseprovd.discovery.collectors.virt import Virtualization
 
@@ -46,6 +48,8 @@ class Report(BaseModel):
     dmi: DmiInfo | None = None
     virtualization: Virtualization | None = None
     cloud: CloudInfo | None = None
+    os: OsInfo | None = None
+    packages: PackagesInfo | None = None
 
     def outcome(self, name: str) -> CollectorOutcome | None:
         return next((o for o in self.outcomes if o.name == name), None)

@@ -142,6 +142,7 @@ def test_unknown_subset_is_invalid_arguments(bad: list[str]) -> None:
 
 def test_engine_subset_on_sandbox(tmp_path: Path) -> None:
     report = DiscoveryEngine(SystemRoots.sandbox(tmp_path)).collect_sync(["!all", "cloud"])
-    assert set(report.collectors) == {"cpu", "memory", "dmi", "virtualization", "cloud"}
+    assert set(report.collectors) == {"cpu", "memory", "dmi", "virtualization", "os",
+                                      "cloud"}
     assert report.cloud is not None and report.cloud.status == "none"
     assert report.block is None
