@@ -18,6 +18,7 @@ from oseprovd.discovery.collectors import (
     osinfo,
     packages,
     power,
+    services,
     virt,
 )
 from oseprovd.discovery.roots import SystemRoots
@@ -43,11 +44,12 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("cloud", cloud.collect, 5.0),
     CollectorSpec("os", osinfo.collect, 5.0, minimal=True),
     CollectorSpec("packages", packages.collect, 30.0),
+    CollectorSpec("services", services.collect, 20.0),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "hardware": ("cpu", "memory", "block", "mounts", "nics", "power", "dmi", "virtualization"),
-    "software": ("os", "packages"),
+    "software": ("os", "packages", "services"),
 }
 
 

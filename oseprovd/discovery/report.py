@@ -17,6 +17,7 @@ from oseprovd.discovery.collectors.nics import NicsInfo
 from oseprovd.discovery.collectors.osinfo import OsInfo
 from oseprovd.discovery.collectors.packages import PackagesInfo
 from oseprovd.discovery.collectors.power import PowerInfo
+from oseprovd.discovery.collectors.services import ServicesInfo
 from oseprovd.discovery.collectors.virt import Virtualization
 
 Status = Literal["ok", "error", "timeout"]
@@ -50,6 +51,7 @@ class Report(BaseModel):
     cloud: CloudInfo | None = None
     os: OsInfo | None = None
     packages: PackagesInfo | None = None
+    services: ServicesInfo | None = None
 
     def outcome(self, name: str) -> CollectorOutcome | None:
         return next((o for o in self.outcomes if o.name == name), None)
