@@ -19,6 +19,7 @@ from oseprovd.discovery.collectors import (
     packages,
     power,
     services,
+    sockets,
     virt,
 )
 from oseprovd.discovery.roots import SystemRoots
@@ -45,6 +46,7 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("os", osinfo.collect, 5.0, minimal=True),
     CollectorSpec("packages", packages.collect, 30.0),
     CollectorSpec("services", services.collect, 20.0),
+    CollectorSpec("sockets", sockets.collect, 15.0),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {

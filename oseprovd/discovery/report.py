@@ -18,6 +18,7 @@ from oseprovd.discovery.collectors.osinfo import OsInfo
 from oseprovd.discovery.collectors.packages import PackagesInfo
 from oseprovd.discovery.collectors.power import PowerInfo
 from oseprovd.discovery.collectors.services import ServicesInfo
+from oseprovd.discovery.collectors.sockets import SocketsInfo
 from oseprovd.discovery.collectors.virt import Virtualization
 
 Status = Literal["ok", "error", "timeout"]
@@ -52,6 +53,7 @@ class Report(BaseModel):
     os: OsInfo | None = None
     packages: PackagesInfo | None = None
     services: ServicesInfo | None = None
+    sockets: SocketsInfo | None = None
 
     def outcome(self, name: str) -> CollectorOutcome | None:
         return next((o for o in self.outcomes if o.name == name), None)
