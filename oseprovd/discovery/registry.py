@@ -14,6 +14,7 @@ from oseprovd.discovery.collectors import (
     dmi,
     memory,
     mounts,
+    network,
     nics,
     osinfo,
     packages,
@@ -47,11 +48,14 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("packages", packages.collect, 30.0),
     CollectorSpec("services", services.collect, 20.0),
     CollectorSpec("sockets", sockets.collect, 15.0),
+    CollectorSpec("network", network.collect, 10.0),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "hardware": ("cpu", "memory", "block", "mounts", "nics", "power", "dmi", "virtualization"),
     "software": ("os", "packages", "services"),
+    # Not "network": that is the name of a collector.
+    "networking": ("nics", "network", "sockets"),
 }
 
 

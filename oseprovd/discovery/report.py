@@ -13,6 +13,7 @@ from oseprovd.discovery.collectors.cpu import CpuInfo
 from oseprovd.discovery.collectors.dmi import DmiInfo
 from oseprovd.discovery.collectors.memory import MemoryInfo
 from oseprovd.discovery.collectors.mounts import MountsInfo
+from oseprovd.discovery.collectors.network import NetworkInfo
 from oseprovd.discovery.collectors.nics import NicsInfo
 from oseprovd.discovery.collectors.osinfo import OsInfo
 from oseprovd.discovery.collectors.packages import PackagesInfo
@@ -54,6 +55,7 @@ class Report(BaseModel):
     packages: PackagesInfo | None = None
     services: ServicesInfo | None = None
     sockets: SocketsInfo | None = None
+    network: NetworkInfo | None = None
 
     def outcome(self, name: str) -> CollectorOutcome | None:
         return next((o for o in self.outcomes if o.name == name), None)
