@@ -10,7 +10,9 @@ from pydantic import BaseModel
 from oseprovd.discovery.collectors import (
     block,
     cloud,
+    containers,
     cpu,
+    databases,
     dmi,
     memory,
     mounts,
@@ -49,6 +51,8 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("services", services.collect, 20.0),
     CollectorSpec("sockets", sockets.collect, 15.0),
     CollectorSpec("network", network.collect, 10.0),
+    CollectorSpec("containers", containers.collect, 20.0),
+    CollectorSpec("databases", databases.collect, 20.0),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -9,7 +9,9 @@ from pydantic import BaseModel
 
 from oseprovd.discovery.collectors.block import BlockInfo
 from oseprovd.discovery.collectors.cloud import CloudInfo
+from oseprovd.discovery.collectors.containers import ContainersInfo
 from oseprovd.discovery.collectors.cpu import CpuInfo
+from oseprovd.discovery.collectors.databases import DatabasesInfo
 from oseprovd.discovery.collectors.dmi import DmiInfo
 from oseprovd.discovery.collectors.memory import MemoryInfo
 from oseprovd.discovery.collectors.mounts import MountsInfo
@@ -56,6 +58,8 @@ class Report(BaseModel):
     services: ServicesInfo | None = None
     sockets: SocketsInfo | None = None
     network: NetworkInfo | None = None
+    containers: ContainersInfo | None = None
+    databases: DatabasesInfo | None = None
 
     def outcome(self, name: str) -> CollectorOutcome | None:
         return next((o for o in self.outcomes if o.name == name), None)
