@@ -40,21 +40,24 @@ polkit.addRule(function(action, subject) {{
 
 
 class PolkitDaemon:
-    """`with PolkitDaemon(bus.address) as pk:` -> pk.pid, pk.log_path, pk.log_text()."""
+    """`with PolkitDaemon(bus.address) as pk:` -> pk.pid, pk.log_path, pk.log_text().
+
+    Actions: the host's, the project's policy and `extra_policy_files`. Rules: `rules_js`
+    (default: group osetest-admin gets every org.ose.* action; None: no rules file).
+    """
 
     def __init__(
         self,
         bus_address: str,
-        extra_policy_files: Sequence[Path] | None = None,
+        extra_policy_files: Sequence[Path] = (),
         rules_js: str | None = DEFAULT_RULES,
         *,
         debug: bool = True,
         startup_timeout: float = 15.0,
     ) -> None:
         self.bus_address = bus_address
-        if extra_policy_files is None:
-            extra_policy_files = [repo_file(*PROJECT_POLICY)]
-        self._policies = list(extra_policy_files)
+        # Ours always; extra files (e.g. a test-only action) beside it.
+        self._policies = [repo_file(*PROJECT_POLICY), *extra_policy_files]
         self._rules = rules_js
         self._debug = debug
         self._timeout = startup_timeout

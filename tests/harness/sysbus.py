@@ -109,11 +109,16 @@ class PrivateSystemBus:
         config = self.dir / "system.conf"
         config.write_text(CONFIG.format(socket=self.socket_path, includedir=includedir))
         self.log_path = self.dir / "dbus-daemon.log"
+        # If pytest itself is killed, the bus must not outlive it (polkitd, mocks and the
+        # daemon under test then exit with their bus). PDEATHSIG follows the *thread* that
+        # forks: start buses from the main thread, as fixtures do.
+        setpriv = shutil.which("setpriv")
+        prefix = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
         rfd, wfd = os.pipe()
         try:
             with self.log_path.open("wb") as log:
                 self.proc = subprocess.Popen(
-                    [exe, f"--config-file={config}", "--nofork", "--nopidfile",
+                    [*prefix, exe, f"--config-file={config}", "--nofork", "--nopidfile",
                      "--nosyslog", f"--print-address={wfd}"],
                     pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
