@@ -6,6 +6,8 @@ client of polkit must survive and that the real polkitd won't produce on demand:
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -14,7 +16,7 @@ from types import TracebackType
 
 from tests.harness import logs
 from tests.harness.busclient import call, connect, run_sync, wait_for_name_sync
-from tests.harness.sysbus import PrivateSystemBus, allow_root_to_own
+from tests.harness.sysbus import PrivateSystemBus, allow_user_to_own
 
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
 POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"
@@ -22,9 +24,10 @@ MOCK_IFACE = "org.freedesktop.DBus.Mock"
 
 
 def mock_polkit_bus() -> PrivateSystemBus:
-    """A private system bus (project policy included) on which root may own polkit's
-    name: the shipped polkit bus policy reserves it to the polkitd user."""
-    return PrivateSystemBus(extra_policy_xml=[allow_root_to_own(POLKIT_NAME)])
+    """A private system bus (project policy included) on which we (root, usually) may own
+    polkit's name: the shipped polkit bus policy reserves it to the polkitd user."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    return PrivateSystemBus(extra_policy_xml=[allow_user_to_own(POLKIT_NAME, me)])
 
 
 class MockPolkit:

@@ -60,10 +60,10 @@ CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configurat
 </busconfig>
 """
 
-# For mocks that must own a system name as root (the shipped polkit policy only lets the
-# polkitd user own org.freedesktop.PolicyKit1).
-def allow_root_to_own(name: str) -> str:
-    return f'<busconfig><policy user="root"><allow own="{name}"/></policy></busconfig>\n'
+def allow_user_to_own(name: str, user: str) -> str:
+    """A policy snippet for mocks that must own a system name that the shipped policy
+    reserves to someone else (org.freedesktop.PolicyKit1 belongs to user polkitd)."""
+    return f'<busconfig><policy user="{user}"><allow own="{name}"/></policy></busconfig>\n'
 
 
 class PrivateSystemBus:
