@@ -108,10 +108,22 @@ class PolkitDaemon:
             # unshare and the wrapper exec, so the pid is polkitd's: wait for *its* name.
             wait_for_name_sync(self.bus_address, POLKIT_NAME, self._timeout,
                                pid=self.proc.pid, died=self._died)
+            self._check_rules_loaded()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _check_rules_loaded(self) -> None:
+        """polkitd only logs an unreadable rules dir or a broken rules file and carries on
+        without them, which would turn every grant into a silent denial."""
+        if not self._debug:
+            return
+        bad = [line for line in self.log_text().splitlines()
+               if "Error" in line and ("rules" in line or "script" in line.lower())]
+        if bad:
+            raise RuntimeError("polkitd did not load the test rules:\n" + "\n".join(bad)
+                               + f"\n--- full log ---\n{self.log_text()}")
 
     def _died(self) -> str | None:
         assert self.proc is not None

@@ -283,6 +283,13 @@ def test_unknown_action_is_an_error(
     assert "not registered" in err.value.text
 
 
+@pytest.mark.root
+def test_polkitd_with_broken_rules_is_refused() -> None:
+    # polkitd itself would run on without them, denying every grant silently.
+    with PrivateSystemBus() as bus, pytest.raises(RuntimeError, match="Error compiling script"):
+        PolkitDaemon(bus.address, rules_js="polkit.addRule(function( {").start()
+
+
 # --- mock polkit edge cases --------------------------------------------------------
 
 def test_mock_polkit_absent(mock_polkit_absent) -> None:  # type: ignore[no-untyped-def]
