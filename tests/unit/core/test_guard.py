@@ -65,7 +65,7 @@ def test_daemon_refuses_an_undeclared_method():
             return "x"
 
     check_declarations([Declared("a.B")])
-    with pytest.raises(RuntimeError, match="a.C.Open"):
+    with pytest.raises(RuntimeError, match=r"a\.C\.Open"):
         check_declarations([Declared("a.B"), Leaky("a.C")])
 
 
