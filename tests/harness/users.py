@@ -213,7 +213,8 @@ def first_inaccessible(user: TestUser | str, path: Path | str, mode: int = os.X_
     access with `mode`), or None if all is well. Checked as the user, so ACLs count."""
 
     def check(p: str, m: int) -> str | None:
-        parts = Path(p).resolve().parts
+        # abspath, not resolve: a symlink (the venv's python) must be reachable too.
+        parts = Path(os.path.abspath(p)).parts
         for i in range(1, len(parts) + 1):
             sub = os.path.join(*parts[:i])
             if not os.access(sub, m if i == len(parts) else os.X_OK):
