@@ -204,6 +204,11 @@ def test_call_as_runs_as_the_user(test_users: TestUsers) -> None:
     with pytest.raises(RemoteError, match="Unpicklable"):
         call_as(u, fail_oddly)
 
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        call_as(u, time.sleep, 30, timeout=0.3)
+    assert time.monotonic() - started < 5
+
 
 # --- real polkitd ------------------------------------------------------------------
 
