@@ -9,12 +9,17 @@ carries its log. The log is attached to the report of a failing test (tests/harn
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from tests.harness import logs
 from tests.harness.busclient import wait_for_name_sync
@@ -128,8 +133,63 @@ class DaemonProcess:
             self.stop(sig, timeout)
         return self.start()
 
-    def close(self) -> None:
-        """Kill if still running and stop reporting the log (fixture teardown)."""
+    def close(self, grace: float = 5.0) -> None:
+        """Fixture teardown: SIGTERM (so its own children go too), SIGKILL after `grace`
+        seconds, and stop reporting the log."""
         if self.running:
-            self.kill()
+            with contextlib.suppress(TimeoutError):  # stop() has SIGKILLed it then
+                self.stop(signal.SIGTERM, grace)
         logs.unregister(self.log_path)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mountinfo") as f:
+        return [m for line in f if (m := line.split()[4]).startswith(prefix)]
+
+
+class DaemonFactory:
+    """The `ose_daemon` fixture: `ose_daemon.start(**kw)` (or `ose_daemon(**kw)`)."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self.made: list[tuple[DaemonProcess, Path]] = []
+
+    def start(
+        self,
+        bus_address: str | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        module: str = "oseprovd",
+        start: bool = True,
+        ready_timeout: float = 15.0,
+    ) -> DaemonProcess:
+        """A DaemonProcess with a fresh base dir (0755) holding state/ (0700), root/ (0755)
+        and the log; started and ready unless start=False. Without bus_address it runs
+        on `system_bus` with the real `polkitd`."""
+        if bus_address is None:
+            self._request.getfixturevalue("polkitd")
+            bus_address = self._request.getfixturevalue("system_bus").address
+        base = Path(tempfile.mkdtemp(prefix="ose-daemon-"))
+        base.chmod(0o755)
+        (base / "state").mkdir(mode=0o700)
+        (base / "root").mkdir(mode=0o755)
+        daemon = DaemonProcess(bus_address, base / "state", base / "root", extra_args,
+                               log_path=base / f"{module}.log", module=module,
+                               ready_timeout=ready_timeout)
+        self.made.append((daemon, base))
+        return daemon.start() if start else daemon
+
+    __call__ = start
+
+    def close(self) -> None:
+        """Kill every daemon and remove its dirs (a base with a mount under it is kept)."""
+        leftovers = []
+        for daemon, base in self.made:
+            daemon.close()
+            if mounts := _mounts_under(base):
+                leftovers += mounts
+            else:
+                shutil.rmtree(base, ignore_errors=True)
+        if leftovers:
+            pytest.fail(f"mounts left under a daemon's dirs: {leftovers}", pytrace=False)

@@ -11,6 +11,7 @@ import pwd
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -112,3 +113,13 @@ class MockPolkit:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@dataclass
+class PolkitScenario:
+    bus: PrivateSystemBus
+    mock: MockPolkit | None  # None: polkit absent
+
+    @property
+    def address(self) -> str:
+        return self.bus.address

@@ -17,7 +17,9 @@ import inspect
 import os
 import pickle
 import pwd
+import select
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -176,10 +178,22 @@ def _fork_as(user: TestUser, fn: Callable[..., Any], args: tuple[Any, ...]) -> t
     return pid, rfd
 
 
-def _collect(pid: int, rfd: int, user: TestUser) -> Any:
-    with os.fdopen(rfd, "rb") as f:
-        data = f.read()
+def _collect(pid: int, rfd: int, user: TestUser, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    chunks = []
+    with os.fdopen(rfd, "rb", buffering=0) as f:
+        while True:
+            ready, _, _ = select.select([f], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise TimeoutError(f"call_as({user.name}) gave no result within {timeout} s")
+            chunk = f.read(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
+    data = b"".join(chunks)
     if not data:
         raise RuntimeError(f"call_as({user.name}) child died (wait status {status})")
     kind, value = pickle.loads(data)
@@ -188,24 +202,30 @@ def _collect(pid: int, rfd: int, user: TestUser) -> Any:
     return value
 
 
-def call_as(user: TestUser | str, fn: Callable[..., Any], *args: Any) -> Any:
+def call_as(
+    user: TestUser | str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0
+) -> Any:
     """Run fn(*args) in a forked child as `user` and return its (picklable) result.
 
     fn may be a coroutine function: it then runs under asyncio.run in the child. Its
     exception is re-raised here (D-Bus errors from tests.harness.busclient pickle). The
     child needs no file access beyond what was already imported, so this works even when
     the checkout is unreadable to the user. Blocks; from async code use `acall_as`.
+    A child that gives no result within `timeout` s is killed: TimeoutError.
     """
     u = _user(user)
     pid, rfd = _fork_as(u, fn, args)
-    return _collect(pid, rfd, u)
+    return _collect(pid, rfd, u, timeout)
 
 
-async def acall_as(user: TestUser | str, fn: Callable[..., Any], *args: Any) -> Any:
+async def acall_as(
+    user: TestUser | str, fn: Callable[..., Any], *args: Any, timeout: float = 60.0
+) -> Any:
     """`call_as` for async tests: the event loop keeps running (e.g. to serve the call)."""
     u = _user(user)
     pid, rfd = _fork_as(u, fn, args)
-    return await asyncio.get_running_loop().run_in_executor(None, _collect, pid, rfd, u)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, _collect, pid, rfd, u, timeout)
 
 
 def first_inaccessible(user: TestUser | str, path: Path | str, mode: int = os.X_OK) -> str | None:
@@ -213,7 +233,8 @@ def first_inaccessible(user: TestUser | str, path: Path | str, mode: int = os.X_
     access with `mode`), or None if all is well. Checked as the user, so ACLs count."""
 
     def check(p: str, m: int) -> str | None:
-        parts = Path(p).resolve().parts
+        # abspath, not resolve: a symlink (the venv's python) must be reachable too.
+        parts = Path(os.path.abspath(p)).parts
         for i in range(1, len(parts) + 1):
             sub = os.path.join(*parts[:i])
             if not os.access(sub, m if i == len(parts) else os.X_OK):

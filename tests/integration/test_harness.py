@@ -19,7 +19,8 @@ from dbus_fast import Message, Variant
 
 from tests.harness import busclient as bc
 from tests.harness.components import POLKITD, REPO_ROOT, require
-from tests.harness.daemon import DaemonStartError
+from tests.harness.daemon import DaemonFactory, DaemonStartError
+from tests.harness.mockpolkit import PolkitScenario
 from tests.harness.polkit import POLKIT_NAME, PolkitDaemon
 from tests.harness.sysbus import PrivateSystemBus
 from tests.harness.users import (
@@ -203,6 +204,11 @@ def test_call_as_runs_as_the_user(test_users: TestUsers) -> None:
     with pytest.raises(RemoteError, match="Unpicklable"):
         call_as(u, fail_oddly)
 
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        call_as(u, time.sleep, 30, timeout=0.3)
+    assert time.monotonic() - started < 5
+
 
 # --- real polkitd ------------------------------------------------------------------
 
@@ -224,7 +230,8 @@ def check_as(who: str, address: str, action: str) -> tuple[bool, bool, dict[str,
         result: tuple[bool, bool, dict[str, str]] = bc.run_sync(
             lambda: check_authorization(address, action))
         return result
-    return call_as(who, check_authorization, address, action)  # type: ignore[no-any-return]
+    answer: tuple[bool, bool, dict[str, str]] = call_as(who, check_authorization, address, action)
+    return answer
 
 
 @pytest.mark.root
@@ -292,7 +299,7 @@ def test_polkitd_with_broken_rules_is_refused() -> None:
 
 # --- mock polkit edge cases --------------------------------------------------------
 
-def test_mock_polkit_absent(mock_polkit_absent) -> None:  # type: ignore[no-untyped-def]
+def test_mock_polkit_absent(mock_polkit_absent: PolkitScenario) -> None:
     async def probe() -> bool:
         bus = await bc.connect(mock_polkit_absent.address)
         try:
@@ -308,14 +315,16 @@ def test_mock_polkit_absent(mock_polkit_absent) -> None:  # type: ignore[no-unty
     assert time.monotonic() - started < 2  # no activation: fails at once
 
 
-def test_mock_polkit_hang_really_hangs(mock_polkit_hang) -> None:  # type: ignore[no-untyped-def]
+def test_mock_polkit_hang_really_hangs(mock_polkit_hang: PolkitScenario) -> None:
     address = mock_polkit_hang.address
     with pytest.raises(TimeoutError):
         bc.run_sync(lambda: asyncio.wait_for(check_authorization(address, "org.ose.audit.read"),
                                              0.5))
-    assert mock_polkit_hang.mock.call_mock("HaveHangingCalls") == [True]
+    mock = mock_polkit_hang.mock
+    assert mock is not None
+    assert mock.call_mock("HaveHangingCalls") == [True]
     # Control: the same client gets an answer once the mock stops hanging.
-    mock_polkit_hang.mock.call_mock("SimulateHang", "b", False)
+    mock.call_mock("SimulateHang", "b", False)
     assert bc.run_sync(lambda: check_authorization(address, "org.ose.audit.read"))[:2] == \
         (False, False)
 
@@ -331,7 +340,9 @@ async def _owner(address: str) -> int | None:
 
 
 @pytest.mark.root
-def test_daemon_process_lifecycle(ose_daemon, mock_polkit_absent) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_process_lifecycle(
+    ose_daemon: DaemonFactory, mock_polkit_absent: PolkitScenario
+) -> None:
     address = mock_polkit_absent.address
     d = ose_daemon.start(address, module=STUB)
     assert bc.run_sync(lambda: _owner(address)) == d.pid  # ready means it owns the name
@@ -349,13 +360,17 @@ def test_daemon_process_lifecycle(ose_daemon, mock_polkit_absent) -> None:  # ty
 
 
 @pytest.mark.root
-def test_daemon_exiting_early_fails_with_its_log(ose_daemon, mock_polkit_absent) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_exiting_early_fails_with_its_log(
+    ose_daemon: DaemonFactory, mock_polkit_absent: PolkitScenario
+) -> None:
     with pytest.raises(DaemonStartError, match=r"(?s)status 3.*failing on purpose"):
         ose_daemon.start(mock_polkit_absent.address, ["--stub-exit", "3"], module=STUB)
 
 
 @pytest.mark.root
-def test_daemon_stop_timeout_kills(ose_daemon, mock_polkit_absent) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_stop_timeout_kills(
+    ose_daemon: DaemonFactory, mock_polkit_absent: PolkitScenario
+) -> None:
     d = ose_daemon.start(mock_polkit_absent.address, ["--stub-ignore-term"], module=STUB)
     with pytest.raises(TimeoutError):
         d.stop(timeout=0.5)
@@ -377,7 +392,7 @@ def test_failed_test_report_carries_component_logs() -> None:
 
 
 @pytest.mark.root
-def test_real_oseprovd_honours_the_contract(ose_daemon) -> None:  # type: ignore[no-untyped-def]
+def test_real_oseprovd_honours_the_contract(ose_daemon: DaemonFactory) -> None:
     if not (REPO_ROOT / "oseprovd" / "app.py").exists():
         pytest.skip("oseprovd is not written yet (no oseprovd/app.py)")
     d = ose_daemon.start()
