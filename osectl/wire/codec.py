@@ -77,7 +77,10 @@ def _enc_path(out: bytearray, v: Any) -> None:
 def _enc_sig(out: bytearray, v: Any) -> None:
     if type(v) is not str:
         raise EncodeError(f"expected a signature str, got {type(v).__name__}")
-    split_signature(v, allow_fd=True)
+    try:
+        split_signature(v, allow_fd=True)
+    except SignatureError as exc:
+        raise EncodeError(f"invalid signature value: {exc}") from None
     raw = v.encode()
     out.append(len(raw))
     out += raw
