@@ -361,7 +361,7 @@ class Connection:
 
     # -- public API ----------------------------------------------------------------
 
-    def call(  # noqa: PLR0917 - (destination, path, interface, member, signature, body)
+    def call(
         self,
         destination: str | None,
         path: str,
