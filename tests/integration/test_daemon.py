@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
 import signal
 import socket
@@ -312,8 +311,10 @@ def test_properties_changed_is_throttled(ose_daemon):
 
     times = asyncio.run(watch())
     assert len(times) >= 5  # progress was reported
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.09  # at most ~10 per second, whatever the job's pace
+    # At most ten a second, whatever the job's pace (2000 steps in 2 s): counted over any
+    # one-second window at the receiver, which tolerates delivery jitter of single signals.
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 11, busiest
 
 
 def test_ready_and_watchdog_notifications(ose_daemon, tmp_path):
