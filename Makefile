@@ -96,12 +96,12 @@ completions:
 	mkdir -p $(BUILD)/completions
 	for pair in bash:osectl zsh:_osectl fish:osectl.fish; do \
 		shell=$${pair%%:*}; file=$(BUILD)/completions/$${pair#*:}; \
-		env _OSECTL_COMPLETE=$${shell}_source $(PYTHON) -m osectl.main \
-			</dev/null >$$file.tmp || exit 1; \
-		if [ ! -s $$file.tmp ]; then \
+		if env _OSECTL_COMPLETE=$${shell}_source $(PYTHON) -m osectl.main \
+			</dev/null >$$file.tmp; then ok=yes; else ok=no; fi; \
+		if [ $$ok = yes ] && [ ! -s $$file.tmp ]; then \
 			rm -f $$file.tmp $$file; \
 			echo "completions: osectl has no CLI yet, no $$shell completion"; \
-		elif grep -q _OSECTL_COMPLETE $$file.tmp; then \
+		elif [ $$ok = yes ] && grep -q _OSECTL_COMPLETE $$file.tmp; then \
 			mv $$file.tmp $$file; \
 		else \
 			rm -f $$file.tmp; \
