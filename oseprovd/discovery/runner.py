@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from oseprovd.discovery.registry import CollectorSpec
-from oseprovd.discovery.report import CollectorOutcome, Report, section_type
+from oseprovd.discovery.report import CollectorOutcome, Report, Status, section_type
 from oseprovd.discovery.roots import SystemRoots
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ class CollectorRunner:
         limit = spec.timeout if timeout is None else min(timeout, spec.timeout)
         started = time.monotonic()
 
-        def outcome(status: str, error: str | None = None) -> CollectorOutcome:
-            return CollectorOutcome(name=name, status=status,  # type: ignore[arg-type]
+        def outcome(status: Status, error: str | None = None) -> CollectorOutcome:
+            return CollectorOutcome(name=name, status=status,
                                     duration_ms=round((time.monotonic() - started) * 1000, 3),
                                     error=error)
 

@@ -227,7 +227,7 @@ def topology(links: list[Link], routes: list[Route]) -> list[TopologyEdge]:
 
 def collect(roots: SystemRoots) -> NetworkInfo:
     # Imported here: pyroute2 is heavy, and scans that skip this collector never pay for it.
-    from pyroute2 import IPRoute  # noqa: PLC0415
+    from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         links = _links(ipr, roots)
