@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.harness.components import require
 
 
 def require_tool(name: str) -> str:
     """Path of a real tool the test compares against; missing: skip, or fail when CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require(name, "a discovery test compares its answer with this tool's")
 
 
 def run_tool(*argv: str, timeout: float = 30, check: bool = True) -> str:
