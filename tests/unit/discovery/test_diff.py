@@ -1,0 +1,54 @@
+"""Diffs of two scans show exactly the change made between them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oseprovd.discovery import DiscoveryEngine, Report, SystemRoots
+from oseprovd.discovery.diff import Change, diff_reports
+from tests.unit.discovery.helpers import symlink, write
+
+
+def _scan(root: Path) -> Report:
+    return DiscoveryEngine(SystemRoots.sandbox(root)).collect_sync(["all"])
+
+
+def test_adding_a_unit_and_a_package_is_exactly_two_changes(sandbox: Path) -> None:
+    write(sandbox, "usr/lib/systemd/system/a.service", "[Service]\nExecStart=/bin/true\n")
+    write(sandbox, "var/lib/dpkg/status", "Package: a\nStatus: install ok installed\n"
+          "Architecture: amd64\nVersion: 1\n\n")
+    before = _scan(sandbox)
+    write(sandbox, "usr/lib/systemd/system/b.service", "[Service]\nExecStart=/bin/true\n")
+    with open(sandbox / "var/lib/dpkg/status", "a") as f:
+        f.write("Package: b\nStatus: install ok installed\nArchitecture: all\nVersion: 2\n\n")
+    after = _scan(sandbox)
+    changes = diff_reports(before, after).changes
+    assert sorted(changes, key=lambda c: c.path) == [
+        Change(path="packages.installed", kind="changed", old=1, new=2),
+        Change(path="packages.packages[b,all]", kind="added"),
+        Change(path="services.systemd_units[b.service]", kind="added"),
+    ]
+
+
+def test_enabling_a_unit_and_cloud_change(sandbox: Path) -> None:
+    unit = "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+    write(sandbox, "usr/lib/systemd/system/web.service", unit)
+    write(sandbox, "sys/class/dmi/id/sys_vendor", "Dell Inc.\n")
+    before = _scan(sandbox)
+    symlink(sandbox, "etc/systemd/system/multi-user.target.wants/web.service",
+            "/usr/lib/systemd/system/web.service")
+    after = _scan(sandbox)
+    assert diff_reports(before, after).changes == [
+        Change(path="services.systemd_units[web.service].state", kind="changed",
+               old="disabled", new="enabled"),
+        Change(path="services.systemd_units[web.service].enabled_in", kind="added",
+               new="multi-user.target"),
+    ]
+
+
+def test_same_machine_twice_has_no_changes() -> None:
+    engine = DiscoveryEngine()
+    subset = ["!all", "block", "mounts", "os", "packages", "services", "cloud"]
+    a = engine.collect_sync(subset)
+    b = engine.collect_sync(subset)
+    assert diff_reports(a, b).changes == []
