@@ -17,6 +17,10 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oseprovd.discovery.roots import SystemRoots
 
 KIB = 1024
 DEFAULT_LIMIT = 1 << 20
@@ -261,8 +265,16 @@ class TargetReader:
             raise RemoteFilesystem(errno.EREMOTE, "network filesystem", final)
         return Path(final)
 
+    def _resolve_soft(self, rel: str) -> Path | None:
+        """resolve(), with a network filesystem on the way counting as 'not there'."""
+        try:
+            return self.resolve(rel)
+        except RemoteFilesystem:
+            return None
+
     def read_bytes(self, rel: str, limit: int = DEFAULT_LIMIT) -> bytes | None:
-        path = self.resolve(rel)
+        """The file's bytes; None if missing, not a regular file, or on a network fs."""
+        path = self._resolve_soft(rel)
         if path is None:
             return None
         try:
@@ -285,16 +297,13 @@ class TargetReader:
         return None if data is None else data.decode("utf-8", "replace")
 
     def exists(self, rel: str) -> bool:
-        try:
-            return self.resolve(rel) is not None
-        except RemoteFilesystem:
-            return False
+        return self._resolve_soft(rel) is not None
 
     def lstat(self, rel: str) -> os.stat_result | None:
         """lstat of the last component (its parents resolved inside the root)."""
         head, _, name = rel.rstrip("/").rpartition("/")
-        parent = self.resolve(head)
-        if parent is None:
+        parent = self._resolve_soft(head)
+        if parent is None or self.mounts.is_remote_mountpoint(str(parent / name)):
             return None
         try:
             return os.lstat(parent / name)
@@ -303,7 +312,7 @@ class TargetReader:
 
     def readlink(self, rel: str) -> str | None:
         head, _, name = rel.rstrip("/").rpartition("/")
-        parent = self.resolve(head)
+        parent = self._resolve_soft(head)
         if parent is None:
             return None
         try:
@@ -312,24 +321,23 @@ class TargetReader:
             return None
 
     def listdir(self, rel: str) -> list[str]:
-        try:
-            path = self.resolve(rel)
-        except RemoteFilesystem:
-            return []
+        path = self._resolve_soft(rel)
         if path is None or self.mounts.is_remote_mountpoint(str(path)):
             return []
         return listdir(path)
 
     def iter_files(self, rel: str) -> Iterator[tuple[str, os.stat_result]]:
         """(name, lstat) of the entries of a directory, not recursive."""
-        try:
-            path = self.resolve(rel)
-        except RemoteFilesystem:
-            return
-        if path is None:
+        path = self._resolve_soft(rel)
+        if path is None or self.mounts.is_remote_mountpoint(str(path)):
             return
         for name in listdir(path):
             try:
                 yield name, os.lstat(path / name)
             except OSError:
                 continue
+
+
+def target_reader(roots: SystemRoots) -> TargetReader:
+    """A reader of the target root that knows this system's network mounts."""
+    return TargetReader(roots.target, MountTable.load(roots.proc))

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from oseprovd.discovery import probe
 from oseprovd.discovery.collectors import packages, virt
-from oseprovd.discovery.fsread import TargetReader
+from oseprovd.discovery.fsread import TargetReader, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
 
@@ -88,7 +88,7 @@ def installed_versions(roots: SystemRoots) -> dict[str, str]:
 
 
 def collect(roots: SystemRoots) -> ContainersInfo:
-    target = TargetReader(roots.target)
+    target = target_reader(roots)
     procs = probe.process_names(roots.proc)
     installed = installed_versions(roots)
     found = [_runtime(spec, roots, target, procs, installed) for spec in RUNTIMES]

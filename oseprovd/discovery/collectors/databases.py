@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from oseprovd.discovery import probe
 from oseprovd.discovery.collectors import sockets
 from oseprovd.discovery.collectors.containers import installed_versions
-from oseprovd.discovery.fsread import TargetReader, read_text
+from oseprovd.discovery.fsread import read_text, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
 MAX_CONF = 1 << 20
@@ -46,7 +46,7 @@ class DatabasesInfo(BaseModel):
 class _Context:
     def __init__(self, roots: SystemRoots) -> None:
         self.roots = roots
-        self.target = TargetReader(roots.target)
+        self.target = target_reader(roots)
         self.procs = probe.process_names(roots.proc)
         self.packages = installed_versions(roots)
         self.listen: dict[int, list[str]] = {}

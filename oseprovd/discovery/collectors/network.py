@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from oseprovd.discovery.fsread import TargetReader
+from oseprovd.discovery.fsread import target_reader
 from oseprovd.discovery.redact import sensitive
 from oseprovd.discovery.roots import SystemRoots
 
@@ -191,7 +191,7 @@ def parse_resolv_conf(text: str) -> tuple[list[str], list[str]]:
 
 
 def dns_config(roots: SystemRoots) -> DnsConfig:
-    target = TargetReader(roots.target)
+    target = target_reader(roots)
     servers, search = parse_resolv_conf(target.read_text("etc/resolv.conf", 65536) or "")
     stub = RESOLVED_STUB in servers
     upstream: list[str] = []

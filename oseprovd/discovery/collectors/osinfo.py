@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from oseprovd.discovery.fsread import TargetReader, read_attr, read_bytes
+from oseprovd.discovery.fsread import TargetReader, read_attr, read_bytes, target_reader
 from oseprovd.discovery.redact import sensitive
 from oseprovd.discovery.roots import SystemRoots
 
@@ -106,7 +106,7 @@ def _timezone(target: TargetReader) -> str | None:
 
 
 def collect(roots: SystemRoots) -> OsInfo:
-    target = TargetReader(roots.target)
+    target = target_reader(roots)
     text = target.read_text("etc/os-release", 64 * 1024)
     if text is None:
         text = target.read_text("usr/lib/os-release", 64 * 1024) or ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from oseprovd.discovery.fsread import TargetReader
+from oseprovd.discovery.fsread import TargetReader, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
 STATUS_FILE = "var/lib/dpkg/status"
@@ -99,7 +99,7 @@ def native_arch(target: TargetReader, paragraphs: list[dict[str, str]]) -> str:
 
 
 def collect(roots: SystemRoots) -> PackagesInfo:
-    target = TargetReader(roots.target)
+    target = target_reader(roots)
     data = target.read_bytes(STATUS_FILE, MAX_STATUS_BYTES)
     if data is None:
         return PackagesInfo()

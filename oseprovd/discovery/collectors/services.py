@@ -8,7 +8,7 @@ import stat
 from pydantic import BaseModel
 
 from oseprovd.discovery.collectors.unitfiles import UnitFile, collect_units
-from oseprovd.discovery.fsread import MountTable, TargetReader
+from oseprovd.discovery.fsread import TargetReader, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
 _NOT_SCRIPTS = frozenset({"README", "skeleton", "rc", "rcS", "functions", ".depend.boot",
@@ -128,7 +128,7 @@ def supervisor_programs(target: TargetReader) -> list[SupervisorProgram]:
 
 
 def collect(roots: SystemRoots) -> ServicesInfo:
-    target = TargetReader(roots.target, MountTable.load(roots.proc))
+    target = target_reader(roots)
     units = collect_units(target)
     return ServicesInfo(systemd_units=units,
                         init_scripts=init_scripts(target, {u.name for u in units}),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from oseprovd.discovery.collectors import dmi
-from oseprovd.discovery.fsread import TargetReader, read_attr, read_bytes, read_text
+from oseprovd.discovery.fsread import TargetReader, read_attr, read_bytes, read_text, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
 # (substring in a DMI vendor/product field, lower case) -> systemd-detect-virt name.
@@ -102,6 +102,6 @@ def collect(roots: SystemRoots) -> Virtualization:
         evidence.append("cpuinfo flags: hypervisor")
         if vm is None:
             vm = "vm-other"
-    container = _container(roots, TargetReader(roots.target), evidence)
+    container = _container(roots, target_reader(roots), evidence)
     return Virtualization(virtualized=bool(vm or container), vm=vm, container=container,
                           hypervisor_flag=hv_flag, evidence=evidence)

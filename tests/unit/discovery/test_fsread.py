@@ -51,7 +51,10 @@ def test_network_mount_is_never_entered(tmp_path: Path) -> None:
                      source="server:/export", super_options="")
     reader = TargetReader(tmp_path, MountTable([nfs]))
     with pytest.raises(RemoteFilesystem):
-        reader.read_text("srv/share/secret.conf")
+        reader.resolve("srv/share/secret.conf")
+    assert reader.read_text("srv/share/secret.conf") is None
+    assert reader.lstat("srv/share/secret.conf") is None
+    assert not reader.exists("srv/share")
     assert reader.listdir("srv/share") == []
     assert reader.read_text("etc/ok.conf") == "y\n"
 

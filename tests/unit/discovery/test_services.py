@@ -124,3 +124,22 @@ def test_live_unit_states_match_systemctl() -> None:
                "masked-runtime"}
     assert {n: s for n, s in truth.items() if s not in runtime} == ours
     assert os.path.isdir("/etc/systemd/system") == bool(ours)
+
+
+def test_network_mounts_in_the_target_are_never_entered(sandbox: Path) -> None:
+    write(sandbox, "etc/supervisor/conf.d/local.conf", "[program:local]\ncommand=/bin/true\n")
+    write(sandbox, "srv/nfs/supervisor/remote.conf", "[program:remote]\ncommand=/bin/true\n")
+    symlink(sandbox, "etc/supervisor/conf.d/remote.conf", "/srv/nfs/supervisor/remote.conf")
+    write(sandbox, "opt/units/remote.service", "[Service]\nExecStart=/bin/true\n")
+    symlink(sandbox, "etc/systemd/system/remote.service", "/opt/units/remote.service")
+    write(sandbox, "etc/systemd/system/local.service", "[Service]\nExecStart=/bin/true\n")
+    real = os.path.realpath(sandbox)
+    write(sandbox, "proc/self/mountinfo",
+          f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+          f"50 1 0:60 / {real}/srv/nfs rw - nfs4 server:/export rw,vers=4.2\n"
+          f"51 1 0:61 / {real}/opt/units rw - fuse.sshfs me@host:/units rw\n")
+    info = services.collect(SystemRoots.sandbox(sandbox))
+    assert [p.name for p in info.supervisor_programs] == ["local"]
+    units = {u.name: u.state for u in info.systemd_units}
+    assert units["local.service"] == "static"
+    assert units["remote.service"] == "bad"  # listed by its link, its file never read
