@@ -14,6 +14,7 @@ from oseprovd.discovery.collectors import (
     cpu,
     databases,
     dmi,
+    gpus,
     memory,
     mounts,
     network,
@@ -42,6 +43,7 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("block", block.collect, 10.0),
     CollectorSpec("mounts", mounts.collect, 5.0),
     CollectorSpec("nics", nics.collect, 10.0),
+    CollectorSpec("gpus", gpus.collect, 10.0),
     CollectorSpec("power", power.collect, 5.0),
     CollectorSpec("dmi", dmi.collect, 5.0, minimal=True),
     CollectorSpec("virtualization", virt.collect, 5.0, minimal=True),
@@ -56,7 +58,8 @@ SPECS: tuple[CollectorSpec, ...] = (
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "hardware": ("cpu", "memory", "block", "mounts", "nics", "power", "dmi", "virtualization"),
+    "hardware": ("cpu", "memory", "block", "mounts", "nics", "gpus", "power", "dmi",
+                 "virtualization"),
     "software": ("os", "packages", "services"),
     # Not "network": that is the name of a collector.
     "networking": ("nics", "network", "sockets"),

@@ -13,6 +13,7 @@ from oseprovd.discovery.collectors.containers import ContainersInfo
 from oseprovd.discovery.collectors.cpu import CpuInfo
 from oseprovd.discovery.collectors.databases import DatabasesInfo
 from oseprovd.discovery.collectors.dmi import DmiInfo
+from oseprovd.discovery.collectors.gpus import GpusInfo
 from oseprovd.discovery.collectors.memory import MemoryInfo
 from oseprovd.discovery.collectors.mounts import MountsInfo
 from oseprovd.discovery.collectors.network import NetworkInfo
@@ -49,6 +50,7 @@ class Report(BaseModel):
     block: BlockInfo | None = None
     mounts: MountsInfo | None = None
     nics: NicsInfo | None = None
+    gpus: GpusInfo | None = None
     power: PowerInfo | None = None
     dmi: DmiInfo | None = None
     virtualization: Virtualization | None = None

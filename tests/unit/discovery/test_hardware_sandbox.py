@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from oseprovd.discovery.collectors import block, cpu, memory, nics, power
+from oseprovd.discovery.collectors import block, cpu, gpus, memory, nics, power
 from oseprovd.discovery.roots import SystemRoots
 from tests.unit.discovery.helpers import symlink, write
 
@@ -152,3 +152,48 @@ def test_laptop_battery(sandbox: Path) -> None:
     b = next(s for s in info.supplies if s.name == "BAT0")
     assert (b.capacity_percent, b.health_percent, b.serial_number) == (81, 90.0, "12345")
     assert info.on_battery is True
+
+
+PCI_IDS_SAMPLE = """\
+# sample of pci.ids
+10de  NVIDIA Corporation
+\t2204  GA102 [GeForce RTX 3090]
+\t\t1462 3880  GeForce RTX 3090 Gaming X Trio
+1a03  ASPEED Technology, Inc.
+\t2000  ASPEED Graphics Family
+8086  Intel Corporation
+C 03  Display controller
+\t00  VGA compatible controller
+"""
+
+
+def _pci(base: Path, slot: str, cls: str, vendor: str, device: str, driver: str | None,
+         boot_vga: str | None = None) -> None:
+    d = f"sys/devices/pci0000:00/{slot}"
+    write(base, f"{d}/class", cls + "\n")
+    write(base, f"{d}/vendor", vendor + "\n")
+    write(base, f"{d}/device", device + "\n")
+    write(base, f"{d}/numa_node", "-1\n")
+    if boot_vga is not None:
+        write(base, f"{d}/boot_vga", boot_vga + "\n")
+    if driver:
+        (base / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
+        symlink(base, f"{d}/driver", f"../../../bus/pci/drivers/{driver}")
+    symlink(base, f"sys/bus/pci/devices/{slot}", f"../../../devices/pci0000:00/{slot}")
+
+
+def test_gpus_from_pci_display_class(sandbox: Path) -> None:
+    _pci(sandbox, "0000:01:00.0", "0x030000", "0x10de", "0x2204", "nvidia", "0")
+    _pci(sandbox, "0000:03:00.0", "0x030000", "0x1a03", "0x2000", "ast", "1")
+    _pci(sandbox, "0000:04:00.0", "0x030200", "0x10de", "0x20b0", None)
+    _pci(sandbox, "0000:00:1f.6", "0x020000", "0x8086", "0x15bb", "e1000e")
+    write(sandbox, "usr/share/misc/pci.ids", PCI_IDS_SAMPLE)
+    info = gpus.collect(SystemRoots.sandbox(sandbox))
+    by = {g.slot: g for g in info.gpus}
+    assert set(by) == {"0000:01:00.0", "0000:03:00.0", "0000:04:00.0"}
+    rtx = by["0000:01:00.0"]
+    assert (rtx.vendor, rtx.model, rtx.driver, rtx.kind, rtx.boot_vga) == (
+        "NVIDIA Corporation", "GA102 [GeForce RTX 3090]", "nvidia", "VGA", False)
+    assert by["0000:03:00.0"].boot_vga is True and by["0000:03:00.0"].driver == "ast"
+    a100 = by["0000:04:00.0"]
+    assert (a100.kind, a100.model, a100.driver, a100.numa_node) == ("3D", None, None, None)
