@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from oseprovd.discovery import subset as subset_mod
 from oseprovd.discovery.registry import GROUPS, SPECS, CollectorSpec
-from oseprovd.discovery.report import Report
+from oseprovd.discovery.report import CollectorOutcome, Report
 from oseprovd.discovery.roots import SystemRoots
 from oseprovd.discovery.runner import CollectorRunner
 
@@ -45,12 +45,12 @@ class DiscoveryEngine:
         names = self.resolve(subset)
         return await self._runner.run(names, subset, timeout, progress)
 
-    async def collect_one(self, name: str, timeout: float | None = None) -> BaseModel | None:
-        """One collector's section (None if it failed; see collect() for why)."""
+    async def collect_one(self, name: str, timeout: float | None = None
+                          ) -> tuple[CollectorOutcome, BaseModel | None]:
+        """One collector: how it went, and its section (None unless the outcome is ok)."""
         if name not in self._runner.specs:
             self.resolve([name])  # raises InvalidArguments with the valid names
-        _, value = await self._runner.run_one(name, timeout)
-        return value
+        return await self._runner.run_one(name, timeout)
 
     def collect_sync(self, subset: Sequence[str] = ("all",),
                      timeout: float | None = None) -> Report:

@@ -148,3 +148,15 @@ def test_engine_subset_on_sandbox(tmp_path: Path) -> None:
                                       "cloud"}
     assert report.cloud is not None and report.cloud.status == "none"
     assert report.block is None
+
+
+def test_collect_one_and_progress() -> None:
+    engine = DiscoveryEngine()
+    outcome, section = asyncio.run(engine.collect_one("memory"))
+    assert outcome.status == "ok" and isinstance(section, MemoryInfo)
+    with pytest.raises(errors.InvalidArguments):
+        asyncio.run(engine.collect_one("nope"))
+    seen: list[tuple[str, int, int]] = []
+    report = asyncio.run(engine.collect(["min"], progress=lambda *a: seen.append(a)))
+    assert sorted(n for n, _, _ in seen) == sorted(report.collectors)
+    assert sorted(done for _, done, _ in seen) == list(range(1, len(report.collectors) + 1))
