@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -11,7 +11,7 @@ from oseprovd.discovery import subset as subset_mod
 from oseprovd.discovery.registry import GROUPS, SPECS, CollectorSpec
 from oseprovd.discovery.report import CollectorOutcome, Report
 from oseprovd.discovery.roots import SystemRoots
-from oseprovd.discovery.runner import CollectorRunner
+from oseprovd.discovery.runner import CollectorRunner, Result
 
 
 class DiscoveryEngine:
@@ -40,10 +40,15 @@ class DiscoveryEngine:
                                   [s.name for s in self.specs if s.minimal])
 
     async def collect(self, subset: Sequence[str] = ("all",), timeout: float | None = None,
-                      progress: Callable[[str, int, int], None] | None = None) -> Report:
-        """Run the selected collectors; never raises for a collector's own failure."""
+                      progress: Callable[[str, int, int], None] | None = None,
+                      fetch: Callable[[str], Awaitable[Result]] | None = None) -> Report:
+        """Run the selected collectors; never raises for a collector's own failure.
+
+        `progress(name, done, total)` is called as each one finishes; `fetch` replaces
+        running a collector (DiscoveryCache answers from its cache that way).
+        """
         names = self.resolve(subset)
-        return await self._runner.run(names, subset, timeout, progress)
+        return await self._runner.run(names, subset, timeout, progress, fetch)
 
     async def collect_one(self, name: str, timeout: float | None = None
                           ) -> tuple[CollectorOutcome, BaseModel | None]:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,6 +26,8 @@ from oseprovd.discovery.report import CollectorOutcome, Report, Status, section_
 from oseprovd.discovery.roots import SystemRoots
 
 log = logging.getLogger(__name__)
+
+Result = tuple[CollectorOutcome, BaseModel | None]
 
 
 @dataclass
@@ -62,8 +64,7 @@ class CollectorRunner:
         thread = threading.Thread(target=body, name=f"discovery-{spec.name}", daemon=True)
         thread.start()
 
-    async def run_one(self, name: str, timeout: float | None = None
-                      ) -> tuple[CollectorOutcome, BaseModel | None]:
+    async def run_one(self, name: str, timeout: float | None = None) -> Result:
         spec = self.specs[name]
         limit = spec.timeout if timeout is None else min(timeout, spec.timeout)
         started = time.monotonic()
@@ -103,15 +104,19 @@ class CollectorRunner:
 
     async def run(self, names: Sequence[str], subset: Sequence[str],
                   timeout: float | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> Report:
-        """Run `names` concurrently; `timeout` caps every collector's own timeout."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  fetch: Callable[[str], Awaitable[Result]] | None = None) -> Report:
+        """Run `names` concurrently; `timeout` caps every collector's own timeout.
+
+        `fetch` replaces running a collector (the cache passes its own lookup).
+        """
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         finished = 0
 
-        async def one(name: str) -> tuple[CollectorOutcome, BaseModel | None]:
+        async def one(name: str) -> Result:
             nonlocal finished
-            result = await self.run_one(name, timeout)
+            result = await (fetch(name) if fetch else self.run_one(name, timeout))
             finished += 1
             if progress is not None:
                 progress(name, finished, len(names))
