@@ -356,5 +356,5 @@ def test_bad_calls_get_named_errors_without_traceback(ose_daemon, member, sig, b
 def test_daemon_module_has_no_traceback_on_bad_flags():
     proc = subprocess.run([sys.executable, "-m", "oseprovd", "--config", "/nonexistent.toml"],
                           capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip() == "oseprovd: config file /nonexistent.toml does not exist"
