@@ -67,6 +67,8 @@ def connect(
     The system bus address honours DBUS_SYSTEM_BUS_ADDRESS. With hello=False the peer is
     not a bus (no Hello call, no unique name). Raises BusUnreachable.
     """
+    if bus not in ("system", "session"):
+        raise ValueError(f"bus must be 'system' or 'session', not {bus!r}")
     if address is None:
         address = session_bus_address() if bus == "session" else system_bus_address()
     deadline = time.monotonic() + timeout
