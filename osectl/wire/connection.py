@@ -237,6 +237,8 @@ class Connection:
                 reply = self._wait_reply(serial, deadline, False)
             except CallTimeout:
                 raise BusUnreachable(self.address, "timed out waiting for Hello") from None
+            except (DBusCallError, ProtocolError) as exc:
+                raise BusUnreachable(self.address, f"Hello failed: {exc}") from None
             name = reply.body[0] if reply.body else None
             if not isinstance(name, str):
                 raise BusUnreachable(self.address, "Hello did not return a unique name")
@@ -388,7 +390,10 @@ class Connection:
                 )  # fmt: skip
         except EncodeError:
             return
-        self._send(reply, time.monotonic() + 1.0)
+        try:
+            self._send(reply, time.monotonic() + 1.0)
+        except CallTimeout:
+            return  # _send closed the connection; the caller's next read says ConnectionLost
 
     # -- public API ----------------------------------------------------------------
 

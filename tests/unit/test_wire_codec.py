@@ -585,6 +585,14 @@ def test_import_pulls_in_nothing_heavy() -> None:
 # ------------------------------------------------- auth handling with a scripted peer
 
 
+HELLO_DENIED = bytes(
+    FastMessage(
+        message_type=FastType.ERROR, error_name="org.freedesktop.DBus.Error.AccessDenied",
+        reply_serial=1, serial=1, signature="s", body=["not you"],
+    )._marshall(False)
+)  # fmt: skip
+
+
 def scripted_peer(tmp_path: Path, reply: bytes | None) -> str:
     """A unix socket whose one peer reads the auth line, then sends `reply` and closes
     (reply None: never answers). Protocol-misbehaviour that a real bus cannot produce."""
@@ -615,6 +623,7 @@ def scripted_peer(tmp_path: Path, reply: bytes | None) -> str:
         (b"OK 0123456789abcdef0123456789abcdef\r\n", "Hello|closed"),
         (b"", "closed the connection"),
         (None, "timed out"),
+        (b"OK 0123456789abcdef0123456789abcdef\r\n" + HELLO_DENIED, "Hello failed.*AccessDenied"),
     ],
 )
 def test_auth_failures_are_bus_unreachable(
