@@ -322,3 +322,10 @@ def test_default_addresses_come_from_the_environment(
         with wire.connect(bus=bus) as connection:
             assert connection.address == bus_address
             assert connection.unique_name in dbus_send(bus_address, "ListNames")
+
+
+def test_a_reply_over_our_size_bound_is_a_protocol_error(bus_address: str, echo: str) -> None:
+    with wire.connect(bus_address, max_message_size=1024 * 1024) as small:
+        with pytest.raises(wire.ProtocolError, match="exceeds"):
+            small.call(NAME, PATH, IFACE, "EchoBytes", "ay", [bytes(2 * 1024 * 1024)])
+        assert small.closed  # the rest of the stream cannot be trusted
