@@ -109,7 +109,7 @@ async def measure(address: str, targets: dict[str, tuple[str, ...]], rounds: int
     samples: dict[str, dict[str, list[float]]] = {
         name: {"seq_rate": [], "seq_p50": [], "seq_p99": [], "par_rate": [], "par_p50": [],
                "par_p99": []} for name in targets}
-    for name, target in targets.items():  # warm up: caches, credentials, imports
+    for target in targets.values():  # warm up: caches, credentials, imports
         await sequential(bus, target, 200)
     for _ in range(rounds):
         # Interleaved, so that the machine's noise falls on every target alike.
@@ -179,8 +179,8 @@ def main() -> int:
             for _ in range(args.process_runs // 5):  # interleaved batches
                 floor_runs += process_times([sys.executable, "-c", "pass"], 5, env)
                 osectl_runs += process_times(osectl, 5, env)
-            rss_kib = int(next(line.split()[1] for line in
-                               open(f"/proc/{daemon.pid}/status")
+            status = Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
+            rss_kib = int(next(line.split()[1] for line in status
                                if line.startswith("VmRSS:")))
         finally:
             for proc in servers.values():
