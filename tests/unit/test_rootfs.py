@@ -1,0 +1,77 @@
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oseprovd.errors import InvalidArguments
+from oseprovd.system.rootfs import TargetRoot, UnsafePath, split_rel
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hostname").write_text("box\n")
+    return TargetRoot(tmp_path)
+
+
+def test_reads_inside_the_root(root):
+    assert root.read_text("/etc/hostname") == "box\n"
+    assert root.lstat("etc/hostname").st_size == 4
+    assert root.lstat("etc/missing") is None
+
+
+@pytest.mark.parametrize("rel", ["../etc/passwd", "etc/../../x", "a/\0b"])
+def test_dotdot_and_nul_are_refused(root, rel):
+    with pytest.raises(InvalidArguments):
+        root.read_bytes(rel)
+
+
+def test_symlinked_directory_is_not_followed(root, tmp_path):
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    os.symlink(outside, tmp_path / "etc" / "link")
+    with pytest.raises(UnsafePath):
+        root.read_bytes("etc/link/secret")
+    with pytest.raises(UnsafePath):
+        root.atomic_write("etc/link/planted", b"x")
+    assert not (outside / "planted").exists()
+
+
+def test_symlinked_leaf_is_not_followed_or_replaced_through(root, tmp_path):
+    target = tmp_path / "etc" / "hostname"
+    os.symlink(target, tmp_path / "etc" / "alias")
+    with pytest.raises(UnsafePath):
+        root.read_bytes("etc/alias")
+    with pytest.raises(UnsafePath):
+        root.write_existing("etc/alias", b"x")
+    assert target.read_text() == "box\n"
+
+
+def test_atomic_write_sets_mode_and_replaces(root, tmp_path):
+    root.atomic_write("etc/sysctl.d/90-ose.conf", b"vm.swappiness = 10\n", mode=0o640,
+                      create_parents=True)
+    p = tmp_path / "etc" / "sysctl.d" / "90-ose.conf"
+    assert p.read_bytes() == b"vm.swappiness = 10\n"
+    assert p.stat().st_mode & 0o777 == 0o640
+    ino = p.stat().st_ino
+    root.atomic_write("etc/sysctl.d/90-ose.conf", b"new\n")
+    assert p.read_bytes() == b"new\n" and p.stat().st_ino != ino
+    assert sorted(os.listdir(p.parent)) == ["90-ose.conf"]  # no temp file left
+
+
+def test_read_limit_is_an_error_not_a_truncation(root):
+    with pytest.raises(InvalidArguments):
+        root.read_bytes("etc/hostname", limit=2)
+
+
+@given(st.lists(st.sampled_from(["a", "b", ".", "..", "", "c d"]), max_size=8))
+def test_split_rel_never_yields_dotdot(parts):
+    rel = "/".join(parts)
+    try:
+        out = split_rel(rel)
+    except InvalidArguments:
+        assert ".." in parts
+    else:
+        assert ".." not in out and "" not in out and "." not in out
