@@ -7,6 +7,7 @@ owner) is captured exactly so a revert removes the file or puts the old bytes ba
 from __future__ import annotations
 
 import base64
+import os
 import re
 import stat
 from typing import Any
@@ -16,7 +17,8 @@ from oseprovd.tuning.knob import Knob
 from oseprovd.tuning.roots import exists
 
 LIMITS_DIR = "etc/security/limits.d"
-LIMITS_FILE = f"{LIMITS_DIR}/90-ose-tuning.conf"
+LIMITS_NAME = "90-ose-tuning.conf"
+LIMITS_FILE = f"{LIMITS_DIR}/{LIMITS_NAME}"
 FILE_LIMIT = 1 << 20
 # item -> (min, max); "unlimited" allowed where the kernel accepts it safely.
 ITEMS = {
@@ -88,6 +90,8 @@ class LimitsKnob(Knob):
             "mode": stat.S_IMODE(st.st_mode),
             "uid": st.st_uid,
             "gid": st.st_gid,
+            "atime_ns": st.st_atime_ns,
+            "mtime_ns": st.st_mtime_ns,
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -103,6 +107,19 @@ class LimitsKnob(Knob):
             uid=int(saved["uid"]),
             gid=int(saved["gid"]),
         )
+        # Times too: a restored file should look untouched to backup and config tools.
+        fd = self.target.open_dir(LIMITS_DIR)
+        try:
+            os.utime(LIMITS_NAME, ns=(int(saved["atime_ns"]), int(saved["mtime_ns"])),
+                     dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def is_restored(self, saved: dict[str, Any]) -> bool:
+        # Reading the file may move its access time; everything else must match.
+        now = self.capture()
+        now.pop("atime_ns", None)
+        return now == {k: v for k, v in saved.items() if k != "atime_ns"}
 
     def display(self, saved: dict[str, Any]) -> str | None:
         if saved.get("value") is None:

@@ -7,9 +7,10 @@ algorithm the kernel does not offer yet and the module file exists for this kern
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
-from typing import Protocol
+from typing import Any, Protocol
 
 from oseprovd import errors
 from oseprovd.system.rootfs import TargetRoot
@@ -46,6 +47,9 @@ class ModuleLoader(Protocol):
     def load(self, module: str) -> None:
         """Load one kernel module; raise OseError when it cannot be loaded."""
 
+    def unload(self, module: str) -> None:
+        """Unload a module this engine loaded; raise OseError when it is in use."""
+
 
 class ModprobeLoader:
     """The real loader: modprobe with an argv list and `--` before the name."""
@@ -55,11 +59,17 @@ class ModprobeLoader:
         self.timeout = timeout
 
     def load(self, module: str) -> None:
+        self._run([], module)
+
+    def unload(self, module: str) -> None:
+        self._run(["-r"], module)
+
+    def _run(self, flags: list[str], module: str) -> None:
         if not MODULE_RE.fullmatch(module):
-            raise errors.InvalidArguments(f"refusing to load module {module!r}")
+            raise errors.InvalidArguments(f"refusing to load or unload module {module!r}")
         try:
             proc = subprocess.run(
-                [self.modprobe, "--", module],
+                [self.modprobe, *flags, "--", module],
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,
@@ -117,3 +127,19 @@ class CongestionKnob(SysctlKnob):
         if value not in self.available():
             self.loader.load(f"tcp_{value}")
         super().write(value)
+
+    def capture(self) -> dict[str, Any]:
+        # What was available before, so a revert can unload what apply loaded.
+        return {"value": self.read(), "available": self.available()}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        super().restore(saved)
+        before = set(saved.get("available", []))
+        for name in self.available():
+            if name not in before and MODULE_RE.fullmatch(f"tcp_{name}"):
+                # Best effort: a module still used by open sockets stays loaded.
+                with contextlib.suppress(errors.OseError):
+                    self.loader.unload(f"tcp_{name}")
+
+    def is_restored(self, saved: dict[str, Any]) -> bool:
+        return self.same(self.read(), str(saved.get("value")))

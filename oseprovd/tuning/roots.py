@@ -12,8 +12,7 @@ import posixpath
 import stat
 from dataclasses import dataclass
 
-from oseprovd import errors
-from oseprovd.system.rootfs import TargetRoot
+from oseprovd.system.rootfs import TargetRoot, UnsafePath
 
 # Attribute files in /proc and /sys are small; a larger read means something is wrong.
 ATTR_LIMIT = 64 * 1024
@@ -88,8 +87,8 @@ def resolve_sys_link(root: TargetRoot, rel: str) -> str | None:
     finally:
         os.close(fd)
     if target.startswith("/"):
-        raise errors.OseError(f"sysfs link {rel!r} points outside the sysfs root")
+        raise UnsafePath(f"sysfs link {rel!r} points outside the sysfs root")
     joined = posixpath.normpath(posixpath.join(parent, target))
     if joined == ".." or joined.startswith("../"):
-        raise errors.OseError(f"sysfs link {rel!r} points outside the sysfs root")
+        raise UnsafePath(f"sysfs link {rel!r} points outside the sysfs root")
     return joined
