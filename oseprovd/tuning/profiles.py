@@ -170,22 +170,24 @@ class _Parser:
         if key not in ("scheduler", "read_ahead_kb"):
             raise self.fail(where, "unknown disk setting (known: scheduler, read_ahead_kb)")
         # One value for all device types, or a table by type (with "default").
-        per_type = raw if isinstance(raw, dict) else dict.fromkeys((*disk.DISK_TYPES, "default"),
-                                                                     raw)
+        per_type = raw if isinstance(raw, dict) else {"": raw}
         for kind, value in per_type.items():
-            spot = f"{where}.{kind}"
-            if kind not in (*disk.DISK_TYPES, "default"):
+            spot = f"{where}.{kind}" if kind else where
+            if kind and kind not in (*disk.DISK_TYPES, "default"):
                 raise self.fail(spot, f"unknown device type (known: {', '.join(disk.DISK_TYPES)}, "
                                       "default)")
+            kinds = [kind] if kind else [*disk.DISK_TYPES, "default"]
             if key == "scheduler":
                 prefs = value if isinstance(value, list) else [value]
                 if not prefs or not all(isinstance(p, str) for p in prefs):
                     raise self.fail(spot, "scheduler is a name or a list of names to try in order")
-                out.disk_scheduler[kind] = [self.checked(spot, disk.check_scheduler, p)
-                                            for p in prefs]
+                checked = [self.checked(spot, disk.check_scheduler, p) for p in prefs]
+                out.disk_scheduler.update(dict.fromkeys(kinds, checked))
             else:
-                out.disk_read_ahead[kind] = self.checked(spot, disk.check_read_ahead, value)
-            out.sources[f"disk.{key}.{kind}"] = f"{self.profile}: {spot}"
+                out.disk_read_ahead.update(
+                    dict.fromkeys(kinds, self.checked(spot, disk.check_read_ahead, value)))
+            for k in kinds:
+                out.sources[f"disk.{key}.{k}"] = f"{self.profile}: {spot}"
 
 
 def _pydantic_message(origin: str, where: str, e: ValidationError) -> str:
