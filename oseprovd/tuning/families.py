@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oseprovd.tuning import cpu, disk, limits, memory
+from oseprovd.tuning import cpu, disk, limits, memory, power
 from oseprovd.tuning.knob import AbsentKnob, Knob, Setting
 from oseprovd.tuning.network import CongestionKnob, ModuleLoader
 from oseprovd.tuning.profiles import Settings
@@ -26,7 +26,8 @@ class KnobFactory:
         return SysctlKnob(self.roots.proc, key)
 
     def expand(self, profile: str, s: Settings) -> list[Setting]:
-        """Knobs in a fixed order: cpu (governor before EPP), memory, disk, sysctl, limits."""
+        """Knobs in a fixed order: cpu (governor before EPP), power, memory, disk, sysctl,
+        limits."""
         out: list[Setting] = []
         sys = self.roots.sys
         if s.cpu:
@@ -37,6 +38,9 @@ class KnobFactory:
                     absent = AbsentKnob(f"cpu:*:{key}", "cpu", reason, power=True)
                     found.append((absent, s.cpu[key], key))
             out += [Setting(k, t, s.sources.get(f"cpu.{key}", profile)) for k, t, key in found]
+        if "platform_profile" in s.power:
+            out.append(Setting(power.PlatformProfileKnob(sys), s.power["platform_profile"],
+                               s.sources.get("power.platform_profile", profile)))
         for key, target in s.memory.items():
             out.append(Setting(memory.knob_for(sys, key), target,
                                s.sources.get(f"memory.{key}", profile)))
@@ -63,6 +67,8 @@ class KnobFactory:
             return disk.knob_from_id(self.roots.sys, dev, attr)
         if family == "memory" and rest in memory.MEMORY_KNOBS:
             return memory.knob_for(self.roots.sys, rest)
+        if knob_id == "power:platform_profile":
+            return power.PlatformProfileKnob(self.roots.sys)
         if knob_id == "limits:file":
             return limits.LimitsKnob(self.roots.target)
         raise ValueError(f"unknown knob id {knob_id!r}")

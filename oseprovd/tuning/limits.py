@@ -22,7 +22,8 @@ LIMITS_FILE = f"{LIMITS_DIR}/{LIMITS_NAME}"
 FILE_LIMIT = 1 << 20
 # item -> (min, max); "unlimited" allowed where the kernel accepts it safely.
 ITEMS = {
-    "nofile": (1024, 1073741816, False),
+    # Above fs.nr_open (1048576 by default) pam_limits fails and logins break.
+    "nofile": (1024, 1048576, False),
     "nproc": (1024, 4194304, True),
     "memlock": (64, 2**40, True),
     "stack": (1024, 2**22, True),

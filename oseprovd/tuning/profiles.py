@@ -8,6 +8,7 @@ the machine. Every value is checked when the file is loaded; errors name file an
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import tomllib
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oseprovd import errors
-from oseprovd.tuning import cpu, disk, limits, memory, sysctl
+from oseprovd.tuning import cpu, disk, limits, memory, power, sysctl
 from oseprovd.tuning.conditions import Conditions
 from oseprovd.tuning.facts import MachineFacts
 from oseprovd.tuning.knob import normalize_value
@@ -29,7 +30,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "tuning-profiles"
 MAX_FILE = 256 * 1024
 MAX_INCLUDE_DEPTH = 8
-SECTIONS = ("cpu", "memory", "disk", "network", "sysctl", "limits")
+SECTIONS = ("cpu", "power", "memory", "disk", "network", "sysctl", "limits")
 
 
 def check_name(name: str) -> str:
@@ -47,6 +48,7 @@ class Settings:
 
     sysctl: dict[str, str] = field(default_factory=dict)
     cpu: dict[str, str] = field(default_factory=dict)
+    power: dict[str, str] = field(default_factory=dict)
     memory: dict[str, str] = field(default_factory=dict)
     disk_scheduler: dict[str, list[str]] = field(default_factory=dict)  # type -> prefs
     disk_read_ahead: dict[str, str] = field(default_factory=dict)  # type -> kb
@@ -56,6 +58,7 @@ class Settings:
     def update(self, other: Settings) -> None:
         self.sysctl.update(other.sysctl)
         self.cpu.update(other.cpu)
+        self.power.update(other.power)
         self.memory.update(other.memory)
         self.disk_scheduler.update(other.disk_scheduler)
         self.disk_read_ahead.update(other.disk_read_ahead)
@@ -77,6 +80,7 @@ class Override(BaseModel):
 
     when: Conditions
     cpu: dict[str, Any] = {}
+    power: dict[str, Any] = {}
     memory: dict[str, Any] = {}
     disk: dict[str, Any] = {}
     network: dict[str, Any] = {}
@@ -162,6 +166,10 @@ class _Parser:
         out.cpu[key] = self.checked(where, lambda v: cpu.check_cpu_value(key, v), raw)
         out.sources["cpu." + key] = f"{self.profile}: {where}"
 
+    def _power(self, out: Settings, where: str, key: str, raw: object) -> None:
+        out.power[key] = self.checked(where, lambda v: power.check_power_value(key, v), raw)
+        out.sources["power." + key] = f"{self.profile}: {where}"
+
     def _limits(self, out: Settings, where: str, key: str, raw: object) -> None:
         out.limits[key] = self.checked(where, lambda v: limits.check_limit(key, v), raw)
         out.sources["limits." + key] = f"{self.profile}: {where}"
@@ -226,12 +234,16 @@ def parse_profile(name: str, text: str, origin: str) -> Profile:
 
 
 def _read_profile_file(path: Path) -> str:
-    st = path.lstat()
-    if not stat.S_ISREG(st.st_mode):
-        raise errors.InvalidArguments(f"{path}: not a regular file")
-    if st.st_size > MAX_FILE:
+    # O_NOFOLLOW and fstat on the opened file: no symlink or FIFO gets swapped in.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.InvalidArguments(f"{path}: not a regular file")
+        data = f.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
         raise errors.InvalidArguments(f"{path}: larger than {MAX_FILE} bytes")
-    return path.read_text(encoding="utf-8")
+    return data.decode("utf-8")
 
 
 class ProfileCatalog:

@@ -1,6 +1,6 @@
 """Run one engine operation in a child process and SIGKILL it after the n-th journal record.
 
-    python -m tests.unit.tuning.crashrun BASE JOURNAL N OPERATION [PROFILE]
+    python -m tests.unit.tuning.crashrun BASE JOURNAL N OPERATION [PROFILE [EXTRA_DIR]]
 
 The kill comes right after a record reached the disk, i.e. at every point between two
 steps of the engine: before a write, after a write, before a commit, inside a revert.
@@ -37,8 +37,9 @@ class CrashingJournal(FileJournal):
 def main() -> None:
     base, journal, n, op = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     roots = sandbox.roots(base)
-    engine = TuningEngine(roots, CrashingJournal(journal, n), ProfileCatalog(),
-                          sandbox.FakeLoader(roots.proc))
+    extra = Path(sys.argv[6]) if len(sys.argv) > 6 else None
+    engine = TuningEngine(roots, CrashingJournal(journal, n), ProfileCatalog(extra_dir=extra),
+                          sandbox.FakeLoader(roots.proc), disk_devices=["*"])
     if op == "apply":
         engine.apply(sys.argv[5], MachineFacts())
     else:

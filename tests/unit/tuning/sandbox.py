@@ -80,6 +80,8 @@ def _sys_files() -> dict[str, str]:
     files["kernel/mm/transparent_hugepage/enabled"] = "always [madvise] never"
     files["kernel/mm/transparent_hugepage/defrag"] = "always defer defer+madvise [madvise] never"
     files["module/zswap/parameters/enabled"] = "N"
+    files["firmware/acpi/platform_profile"] = "balanced"
+    files["firmware/acpi/platform_profile_choices"] = "low-power balanced performance"
     for path, rot, sched in DISKS.values():
         files[f"{path}/queue/scheduler"] = sched
         files[f"{path}/queue/rotational"] = rot
@@ -111,6 +113,10 @@ class SandboxRoot(TargetRoot):
             avail = self.read_bytes("sys/net/ipv4/tcp_available_congestion_control").decode()
             if value not in avail.split():
                 raise OSError(errno.ENOENT, "No such file or directory")
+        elif name == "platform_profile":
+            choices = self.read_bytes("firmware/acpi/platform_profile_choices").decode()
+            if value not in choices.split():
+                raise OSError(errno.EOPNOTSUPP, "Operation not supported")
         elif name == "default_qdisc":
             if value not in ("fq", "fq_codel", "pfifo_fast", "cake"):
                 raise OSError(errno.ENOENT, "No such file or directory")

@@ -23,12 +23,14 @@ def run_child(m: Machine, n: int, op: str, profile: str = "") -> subprocess.Comp
             str(m.journal_path), str(n), op]
     if profile:
         argv.append(profile)
+    if m.extra:
+        argv.append(str(m.extra))
     return subprocess.run(argv, cwd=WORKTREE, capture_output=True, text=True, timeout=60,
                           check=False)
 
 
-def records_of_a_full_apply(tmp_path: Path, profile: str) -> int:
-    m = Machine(tmp_path / "count")
+def records_of_a_full_apply(tmp_path: Path, profile: str, extra: Path | None = None) -> int:
+    m = Machine(tmp_path / "count", extra_profiles=extra, disk_devices=["*"])
     m.engine.apply(profile, MachineFacts())
     # begin + (original, written) per changed knob + commit; the journal is compacted
     # after commit, so count from the outcome instead of reading it back.
@@ -45,7 +47,7 @@ def test_crash_at_several_points_of_apply_then_recover(tmp_path: Path):
     assert total > 20
     points = sorted({1, 2, 3, 4, total // 2, total // 2 + 1, total - 1, total})
     for n in points:
-        m = Machine(tmp_path / f"apply-{n}")
+        m = Machine(tmp_path / f"apply-{n}", disk_devices=["*"])
         pristine = m.snapshot()
         child = run_child(m, n, "apply", "server_production")
         assert child.returncode == -signal.SIGKILL, (n, child.stdout, child.stderr)
@@ -66,7 +68,7 @@ def test_crash_at_several_points_of_apply_then_recover(tmp_path: Path):
 @pytest.mark.slow
 def test_crash_during_revert_and_during_a_switch(tmp_path: Path):
     # Killed inside a revert: recover() finishes it.
-    m = Machine(tmp_path / "revert")
+    m = Machine(tmp_path / "revert", disk_devices=["*"])
     pristine = m.snapshot()
     m.engine.apply("desktop_performance", MachineFacts())
     child = run_child(m, 5, "revert")
@@ -76,8 +78,8 @@ def test_crash_during_revert_and_during_a_switch(tmp_path: Path):
 
     # Killed while switching desktop -> server (inside the revert of the old one, and
     # inside the apply of the new one): everything goes back to the original values.
-    for n in (3, 25, 38):  # 39 records in all: revert of desktop, then apply of server
-        m = Machine(tmp_path / f"switch-{n}")
+    for n in (3, 25, 40):  # 43 records in all: revert of desktop, then apply of server
+        m = Machine(tmp_path / f"switch-{n}", disk_devices=["*"])
         pristine = m.snapshot()
         m.engine.apply("desktop_performance", MachineFacts())
         child = run_child(m, n, "apply", "server_production")
@@ -95,3 +97,51 @@ def test_torn_journal_tail_is_ignored(machine: Machine):
     assert fresh.active_profile == "latency"
     fresh.revert()
     assert machine.snapshot() == pristine
+
+
+ALL_KNOBS = """
+[cpu]
+governor = "powersave"
+energy_performance_preference = "power"
+boost = false
+[power]
+platform_profile = "low-power"
+[memory]
+transparent_hugepages = "never"
+thp_defrag = "defer"
+zswap = true
+swappiness = 5
+dirty_ratio = 12
+[disk]
+scheduler = { nvme = "kyber", ssd = "bfq", rotational = "bfq", virtual = "mq-deadline" }
+read_ahead_kb = { nvme = 256, ssd = 512, rotational = 2048, virtual = 64 }
+[network]
+tcp_congestion_control = "bbr"
+tcp_rmem = [8192, 65536, 8388608]
+default_qdisc = "fq"
+somaxconn = 8192
+[sysctl]
+"fs.file-max" = 4194304
+"kernel.numa_balancing" = 0
+[limits]
+nofile = 524288
+nproc = "unlimited"
+"""
+
+
+@pytest.mark.slow
+def test_every_knob_recovers_from_a_crash_at_every_third_step(tmp_path: Path, extra_dir: Path):
+    (extra_dir / "all_knobs.toml").write_text(ALL_KNOBS)
+    total = records_of_a_full_apply(tmp_path, "all_knobs", extra_dir)
+    check = Machine(tmp_path / "check", extra_profiles=extra_dir, disk_devices=["*"])
+    result = check.engine.apply("all_knobs", MachineFacts())
+    changed = {o.knob.split(":")[0] for o in result.outcomes if o.status == "changed"}
+    assert changed == {"cpu", "power", "memory", "disk", "sysctl", "limits"}, result.outcomes
+    assert result.complete and check.engine.verify().drifted == 0
+    for n in [*range(1, total, 3), total - 1]:  # total is the commit: covered above
+        m = Machine(tmp_path / f"all-{n}", extra_profiles=extra_dir, disk_devices=["*"])
+        pristine = m.snapshot()
+        child = run_child(m, n, "apply", "all_knobs")
+        assert child.returncode == -signal.SIGKILL, (n, child.stderr)
+        assert m.new_engine().recover().action == "rolled-back"
+        assert m.snapshot() == pristine, f"crash after record {n} of {total}"

@@ -309,3 +309,68 @@ def test_sysfs_link_leaving_the_root_is_refused(machine: Machine):
     os.symlink("../../../../etc", link)
     with pytest.raises(errors.OseError, match="outside"):
         machine.engine.plan("balanced", FACTS)
+
+
+def test_every_knob_family_apply_verify_drift_revert(tmp_path: Path, extra_dir: Path):
+    from .test_crash_recovery import ALL_KNOBS
+
+    (extra_dir / "all_knobs.toml").write_text(ALL_KNOBS)
+    m = Machine(tmp_path, extra_profiles=extra_dir, disk_devices=["*"])
+    pristine = m.snapshot()
+    assert m.engine.apply("all_knobs", FACTS).complete
+    cpufreq = sandbox.CPUFREQ
+    expected_files = {
+        f"{cpufreq}/policy0/scaling_governor": "powersave",
+        f"{cpufreq}/policy1/energy_performance_preference": "power",
+        f"{cpufreq}/boost": "0",
+        "firmware/acpi/platform_profile": "low-power",
+        "kernel/mm/transparent_hugepage/enabled": "always madvise [never]",
+        "kernel/mm/transparent_hugepage/defrag": "always [defer] defer+madvise madvise never",
+        "module/zswap/parameters/enabled": "Y",
+    }
+    for rel, want in expected_files.items():
+        assert m.sys(rel) == want, rel
+    assert sched(m, "nvme0n1") == "none mq-deadline [kyber] bfq"
+    assert sched(m, "sda") == "none mq-deadline kyber [bfq]"
+    assert sched(m, "vda") == "none [mq-deadline]"
+    assert sched(m, "loop0") == "none [mq-deadline] kyber bfq"
+    assert (read_ahead(m, "nvme0n1"), read_ahead(m, "sdb"), read_ahead(m, "sda"),
+            read_ahead(m, "vda")) == ("256", "512", "2048", "64")
+    assert m.proc("net.ipv4.tcp_rmem") == "8192\t65536\t8388608"
+    assert m.proc("net.ipv4.tcp_congestion_control") == "bbr"
+    assert m.proc("net.core.default_qdisc") == "fq"
+    assert m.proc("fs.file-max") == "4194304"
+    limits_text = (m.base / "root" / LIMITS_FILE).read_text()
+    assert "*\thard\tnproc\tunlimited" in limits_text
+
+    verify = m.engine.verify()
+    assert verify.drifted == 0 and len(verify.items) > 20
+    # Drift one knob of each family behind the engine's back.
+    (m.base / "sys" / cpufreq / "policy0/scaling_governor").write_text("performance\n")
+    (m.base / "sys/module/zswap/parameters/enabled").write_text("N\n")
+    (m.base / "sys/firmware/acpi/platform_profile").write_text("balanced\n")
+    (m.base / "sys" / sandbox.DISKS["sda"][0] / "queue/read_ahead_kb").write_text("128\n")
+    (m.base / "proc/sys/net/core/somaxconn").write_text("4096\n")
+    (m.base / "root" / LIMITS_FILE).write_text("# edited\n")
+    drifted = {i.knob for i in m.engine.verify().items if i.status == "drifted"}
+    assert drifted == {"cpu:policy0:scaling_governor", "memory:zswap", "power:platform_profile",
+                       "disk:sda:read_ahead_kb", "sysctl:net.core.somaxconn", "limits:file"}
+    assert m.engine.revert().complete
+    assert m.snapshot() == pristine
+
+
+def test_reapply_after_facts_changed_restores_knobs_no_longer_wanted(tmp_path: Path,
+                                                                      extra_dir: Path):
+    (extra_dir / "big.toml").write_text(
+        "[memory]\nswappiness = 20\n[[override]]\nwhen = { min_memory_gib = 32 }\n"
+        "memory = { dirty_ratio = 5 }\n")
+    m = Machine(tmp_path, extra_profiles=extra_dir)
+    pristine = m.snapshot()
+    m.engine.apply("big", MachineFacts(memory_bytes=64 << 30))
+    assert m.proc("vm.dirty_ratio") == "5"
+    m.engine.apply("big", MachineFacts(memory_bytes=8 << 30))
+    assert m.proc("vm.dirty_ratio") == "20"  # back to its original
+    assert m.proc("vm.swappiness") == "20"
+    assert [i.knob for i in m.engine.verify().items] == ["sysctl:vm.swappiness"]
+    m.engine.revert()
+    assert m.snapshot() == pristine
