@@ -95,6 +95,17 @@ def _digest(items: list[PlanItem]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _power_refusal(
+    facts: MachineFacts, blocked: list[str], reverted: str | None = None
+) -> errors.Busy:
+    done = f" {reverted} was reverted." if reverted else ""
+    return errors.Busy(
+        f"{', '.join(facts.power_managers)} is active and manages CPU power; tuning will "
+        f"not fight it ({', '.join(blocked)}).{done} Stop it, or apply with the skip-power "
+        "option to leave power settings alone."
+    )
+
+
 class TuningEngine:
     def __init__(
         self,
@@ -228,11 +239,7 @@ class TuningEngine:
         if dry_run:
             return ApplyResult(profile=profile, dry_run=True, plan=plan)
         if blocked:
-            raise errors.Busy(
-                f"{', '.join(facts.power_managers)} is active and manages CPU power; "
-                f"tuning will not fight it ({', '.join(blocked)}). Stop it, or apply with "
-                "the skip-power option to leave power settings alone."
-            )
+            raise _power_refusal(facts, blocked)
         if expected_digest is not None and expected_digest != plan.digest:
             raise errors.InvalidArguments(
                 "the machine changed since this plan was shown; preview it again")
@@ -245,6 +252,11 @@ class TuningEngine:
                     f"could not revert profile {st.active} before switching; "
                     "see Verify and try Revert again")
             reverted, st = st.active, self.state()
+            # The old profile's values are gone: plan again against what is there now,
+            # so "unchanged" and the power-manager check are judged on the real state.
+            plan, settings, blocked = self._plan(profile, facts, skip_power)
+            if blocked:
+                raise _power_refusal(facts, blocked, reverted)
 
         txn = uuid.uuid4().hex
         targets = {i.knob: i.target for i in plan.items if i.applicable}

@@ -374,3 +374,13 @@ def test_reapply_after_facts_changed_restores_knobs_no_longer_wanted(tmp_path: P
     assert [i.knob for i in m.engine.verify().items] == ["sysctl:vm.swappiness"]
     m.engine.revert()
     assert m.snapshot() == pristine
+
+
+def test_switch_rechecks_power_managers_after_reverting_the_old_profile(machine: Machine):
+    # desktop sets "performance"; server wants it too, so before the switch nothing
+    # seems to change. After desktop is reverted the governor is back to schedutil, and
+    # changing it now would fight tuned.
+    machine.engine.apply("desktop_performance", FACTS)
+    with pytest.raises(errors.Busy, match="tuned"):
+        machine.engine.apply("server_production", MachineFacts(power_managers=["tuned"]))
+    assert all(gov(machine, p) == "schedutil" for p in POLICIES)
