@@ -325,16 +325,10 @@ class TuningEngine:
             for knob_id, saved in reversed(list(st.originals.items())):
                 if knob_id in outcomes and knob_id not in failed:
                     continue
-                knob = self.knobs.from_id(knob_id)
-                try:
-                    knob.restore(saved)
-                    ok = knob.is_restored(saved)
-                    detail = "" if ok else "read back a different value"
-                except (OSError, errors.OseError) as e:
-                    ok, detail = False, str(e)
-                outcomes[knob_id] = RestoreOutcome(
-                    knob=knob_id, original=knob.display(saved),
-                    status="restored" if ok else "failed", detail=detail)
+                status, detail, original = self._restore_one(knob_id, saved)
+                ok = status != "failed"
+                outcomes[knob_id] = RestoreOutcome(knob=knob_id, original=original,
+                                                   status=status, detail=detail)
                 if ok:
                     failed.pop(knob_id, None)
                     self.journal.record("restored", {"txn": txn, "knob": knob_id})
@@ -347,6 +341,24 @@ class TuningEngine:
         self.journal.replace(snapshot(self.state()))
         return RevertResult(profile=st.active, outcomes=list(outcomes.values()),
                             complete=complete)
+
+    def _restore_one(self, knob_id: str, saved: dict[str, Any]) -> tuple[str, str, str | None]:
+        """(status, detail, original) of putting one knob back."""
+        try:
+            knob = self.knobs.from_id(knob_id)
+        except (ValueError, errors.OseError) as e:
+            return "failed", f"unknown knob in the journal: {e}", None
+        original = knob.display(saved)
+        if knob.read() is None and saved.get("value") is not None:
+            # The device or module went away: nothing is left to restore.
+            return "gone", "no longer exists on this machine", original
+        try:
+            knob.restore(saved)
+        except (OSError, errors.OseError) as e:
+            return "failed", str(e), original
+        if not knob.is_restored(saved):
+            return "failed", "read back a different value", original
+        return "restored", "", original
 
     def recover(self) -> RecoveryResult:
         """At start: roll back an apply that did not finish, or finish a revert."""

@@ -33,7 +33,7 @@ class VerifyResult(BaseModel):
 class RestoreOutcome(BaseModel):
     knob: str
     original: str | None
-    status: str  # "restored", "failed"
+    status: str  # "restored", "gone" (knob no longer exists), "failed"
     detail: str = ""
 
 

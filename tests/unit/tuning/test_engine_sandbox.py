@@ -384,3 +384,34 @@ def test_switch_rechecks_power_managers_after_reverting_the_old_profile(machine:
     with pytest.raises(errors.Busy, match="tuned"):
         machine.engine.apply("server_production", MachineFacts(power_managers=["tuned"]))
     assert all(gov(machine, p) == "schedutil" for p in POLICIES)
+
+
+class SwappinessRefused(sandbox.SandboxRoot):
+    def write_existing(self, rel: str, data: bytes) -> None:
+        if rel == "sys/vm/swappiness":
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        super().write_existing(rel, data)
+
+
+def test_revert_when_a_disk_went_away_and_when_the_kernel_refuses(machine: Machine):
+    import shutil
+
+    machine.engine.apply("server_production", FACTS)
+    shutil.rmtree(machine.base / "sys" / sandbox.DISKS["sdb"][0])
+    (machine.base / "sys/block/sdb").unlink()
+    engine = machine.engine
+    proc = machine.base / "proc"
+    good_roots = engine.knobs.roots
+    engine.knobs.roots = type(good_roots)(SwappinessRefused(proc), good_roots.sys,
+                                          good_roots.target)
+    result = engine.revert()
+    status = {o.knob: o.status for o in result.outcomes}
+    assert status["disk:sdb:scheduler"] == "gone"
+    assert status["sysctl:vm.swappiness"] == "failed"
+    assert not result.complete
+    # What failed stays in the journal: a later revert finishes the job.
+    fresh = machine.new_engine()
+    assert fresh.active_profile is None
+    assert list(fresh.state().originals) == ["sysctl:vm.swappiness"]
+    assert fresh.revert().complete
+    assert machine.proc("vm.swappiness") == "60"
