@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,23 +10,6 @@ from oseprovd.tuning.profiles import ProfileCatalog
 from oseprovd.tuning.roots import TuningRoots
 
 from . import sandbox
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip locally when missing, but fail under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI")
-        pytest.skip(f"{name} not installed")
-    return path
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("this test needs root under CI")
-        pytest.skip("needs root")
 
 
 class Machine:

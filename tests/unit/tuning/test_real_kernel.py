@@ -19,8 +19,7 @@ from oseprovd.tuning.journal import FileJournal
 from oseprovd.tuning.network import ModprobeLoader
 from oseprovd.tuning.profiles import ProfileCatalog
 from oseprovd.tuning.roots import TuningRoots
-
-from .conftest import require_root, require_tool
+from tests.harness.components import require, require_root
 
 pytestmark = pytest.mark.root
 
@@ -38,7 +37,7 @@ def other(value: int, choices: tuple[int, ...]) -> int:
 
 
 def test_swappiness_and_somaxconn_on_the_real_kernel(tmp_path: Path):
-    require_root()
+    require_root("writes real kernel knobs")
     swap = Path("/proc/sys/vm/swappiness")
     somax = Path("/proc/sys/net/core/somaxconn")
     orig_swap, orig_somax = swap.read_text(), somax.read_text()
@@ -67,8 +66,8 @@ def test_swappiness_and_somaxconn_on_the_real_kernel(tmp_path: Path):
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[str]:
-    require_root()
-    losetup = require_tool("losetup")
+    require_root("creates a loop device")
+    losetup = require("losetup", "a loop device to tune")
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
         f.truncate(8 << 20)
@@ -115,7 +114,7 @@ def test_loop_device_scheduler_and_read_ahead_on_the_real_kernel(tmp_path: Path,
 
 def test_missing_knobs_on_this_kernel_are_not_applicable(tmp_path: Path):
     """Whatever this machine lacks (cpufreq in a VM, say) is reported, not raised."""
-    require_root()
+    require_root("writes real kernel knobs")
     engine = real_engine(tmp_path, tmp_path / "none")
     plan = engine.plan("desktop_performance", MachineFacts())
     for item in plan.items:
