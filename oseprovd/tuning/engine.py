@@ -262,9 +262,11 @@ class TuningEngine:
         targets = {i.knob: i.target for i in plan.items if i.applicable}
         self.journal.record("apply-begin", {"txn": txn, "profile": profile, "targets": targets})
         # Same profile again: knobs it no longer wants (facts changed) go back first.
+        # One that cannot be restored now keeps its original for the next revert.
         for knob_id in [k for k in reversed(st.originals) if k not in targets]:
-            self.knobs.from_id(knob_id).restore(st.originals.pop(knob_id))
-            self.journal.record("restored", {"txn": txn, "knob": knob_id})
+            if self._restore_one(knob_id, st.originals[knob_id])[0] != "failed":
+                del st.originals[knob_id]
+                self.journal.record("restored", {"txn": txn, "knob": knob_id})
         outcomes = [self._apply_one(txn, s, i, st) for s, i in zip(settings, plan.items,
                                                                      strict=True)]
         self.journal.record("apply-commit", {"txn": txn, "profile": profile, "targets": targets})
