@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 from oseprovd import errors
 from oseprovd.tuning import sysctl
 from oseprovd.tuning.facts import MachineFacts
-from oseprovd.tuning.profiles import ProfileCatalog
+from oseprovd.tuning.profiles import ProfileCatalog, parse_profile
 
 from .conftest import Machine
 
@@ -116,7 +119,7 @@ def test_profile_errors_name_file_and_key(extra_dir: Path, text: str, where: str
     with pytest.raises(errors.InvalidArguments) as info:
         catalog.get("mine")
     assert str(path) in str(info.value)
-    assert __import__("re").search(where, str(info.value)), str(info.value)
+    assert re.search(where, str(info.value)), str(info.value)
 
 
 def test_include_cycle_and_unknown_include(extra_dir: Path):
@@ -177,3 +180,34 @@ def test_conditional_override_follows_facts():
     unknown = c.resolve("virtual_guest", MachineFacts(virtualization="kvm"))
     assert small.sysctl["vm.swappiness"] == "60"
     assert big.sysctl["vm.swappiness"] == "30" == unknown.sysctl["vm.swappiness"]
+
+
+SCALARS = st.one_of(st.integers(-10, 10**10), st.booleans(), st.text(max_size=12),
+                    st.floats(allow_nan=False), st.lists(st.integers(0, 10**8), max_size=4))
+SECTION_KEYS = {
+    "sysctl": st.sampled_from([*sorted(sysctl.ALLOWED)[:8], "kernel.core_pattern", "../x"]),
+    "memory": st.sampled_from(["swappiness", "transparent_hugepages", "zswap", "nope"]),
+    "cpu": st.sampled_from(["governor", "boost", "energy_performance_preference", "x"]),
+    "network": st.sampled_from(["somaxconn", "tcp_rmem", "tcp_congestion_control", "y"]),
+    "limits": st.sampled_from(["nofile", "nproc", "core"]),
+    "disk": st.sampled_from(["scheduler", "read_ahead_kb", "z"]),
+}
+
+
+@given(st.sampled_from(sorted(SECTION_KEYS)).flatmap(
+    lambda sec: st.tuples(st.just(sec), st.dictionaries(SECTION_KEYS[sec], SCALARS, max_size=3))))
+def test_any_profile_content_is_either_refused_clearly_or_fully_checked(section_and_body):
+    section, body = section_and_body
+    try:
+        text = f"[{section}]\n" + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n"
+                                           for k, v in body.items())
+        tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError):
+        return  # not representable as TOML this way
+    try:
+        profile = parse_profile("prop", text, "/etc/ose/tuning-profiles.d/prop.toml")
+    except errors.InvalidArguments as e:
+        assert str(e).startswith("/etc/ose/tuning-profiles.d/prop.toml: ")
+        return
+    for key, value in profile.base.sysctl.items():
+        assert sysctl.check_value(key, value) == value
