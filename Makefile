@@ -14,6 +14,9 @@ PREFIX ?= /usr
 SYSCONFDIR ?= /etc
 DESTDIR ?=
 PYTHON ?= python3
+# The interpreter that runs osectl (with click) to print its completion scripts; the
+# one pip installs for may be another (Debian's python3 without the dependencies yet).
+CLI_PYTHON ?= $(PYTHON)
 INSTALL_PYTHON ?= 0
 SYSTEMD_ANALYZE ?= systemd-analyze
 # Unit directory of the host, copied into the verify root so that systemd-analyze
@@ -96,7 +99,7 @@ completions:
 	mkdir -p $(BUILD)/completions
 	for pair in bash:osectl zsh:_osectl fish:osectl.fish; do \
 		shell=$${pair%%:*}; file=$(BUILD)/completions/$${pair#*:}; \
-		if env _OSECTL_COMPLETE=$${shell}_source $(PYTHON) -m osectl.main \
+		if env _OSECTL_COMPLETE=$${shell}_source $(CLI_PYTHON) -m osectl.main \
 			</dev/null >$$file.tmp; then ok=yes; else ok=no; fi; \
 		if [ $$ok = yes ] && [ ! -s $$file.tmp ]; then \
 			rm -f $$file.tmp $$file; \

@@ -2,6 +2,7 @@
 
 Uses the C `_socket` module, not `socket`: `import socket` pulls in enum, selectors and
 collections (~6 ms), more than this whole client may cost the CLI at start-up.
+The socket is non-blocking; waits happen in poll(), so a deadline covers a whole call.
 Not thread-safe: one connection per thread.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import _socket
 import os
+import select
 import time
 
 from osectl.wire.address import session_bus_address, system_bus_address, unix_socket_targets
@@ -65,6 +67,8 @@ def connect(
     The system bus address honours DBUS_SYSTEM_BUS_ADDRESS. With hello=False the peer is
     not a bus (no Hello call, no unique name). Raises BusUnreachable.
     """
+    if bus not in ("system", "session"):
+        raise ValueError(f"bus must be 'system' or 'session', not {bus!r}")
     if address is None:
         address = session_bus_address() if bus == "session" else system_bus_address()
     deadline = time.monotonic() + timeout
@@ -89,6 +93,7 @@ def _connect_socket(address: str, timeout: float) -> _socket.socket:
             sock.close()
             reason = exc.strerror or str(exc) or type(exc).__name__
             continue
+        sock.setblocking(False)
         return sock
     raise BusUnreachable(address, reason)
 
@@ -162,6 +167,11 @@ class Connection:
 
     def __init__(self, sock: _socket.socket, address: str, max_message_size: int) -> None:
         self._sock: _socket.socket | None = sock
+        self._poll_in = select.poll()
+        self._poll_in.register(sock.fileno(), select.POLLIN)
+        self._poll_out: select.poll | None = None
+        self._chunk = bytearray(65536)
+        self._chunk_view = memoryview(self._chunk)
         self.address = address
         self.unique_name: str | None = None
         self.guid: str | None = None
@@ -227,6 +237,8 @@ class Connection:
                 reply = self._wait_reply(serial, deadline, False)
             except CallTimeout:
                 raise BusUnreachable(self.address, "timed out waiting for Hello") from None
+            except (DBusCallError, ProtocolError) as exc:
+                raise BusUnreachable(self.address, f"Hello failed: {exc}") from None
             name = reply.body[0] if reply.body else None
             if not isinstance(name, str):
                 raise BusUnreachable(self.address, "Hello did not return a unique name")
@@ -243,13 +255,30 @@ class Connection:
         self._serial = self._serial % 0xFFFFFFFF + 1
         return self._serial
 
+    @staticmethod
+    def _wait(poller: select.poll, deadline: float | None) -> None:
+        """Block in poll() until the socket is ready; _Deadline when time is up."""
+        if deadline is None:
+            timeout_ms = None
+        else:
+            remaining = deadline - time.monotonic()
+            timeout_ms = max(0, int(remaining * 1000 + 0.999))  # round up: never spin
+        if not poller.poll(timeout_ms):
+            raise _Deadline
+
     def _send(self, data: bytes, deadline: float | None) -> None:
         sock = self._live_sock()
-        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        view = memoryview(data)
         try:
-            sock.settimeout(remaining)
-            sock.sendall(data)
-        except TimeoutError:
+            while view:
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    if self._poll_out is None:
+                        self._poll_out = select.poll()
+                        self._poll_out.register(sock.fileno(), select.POLLOUT)
+                    self._wait(self._poll_out, deadline)
+        except _Deadline:
             self.close()  # a partial write leaves the stream unusable
             raise CallTimeout("timed out sending to the bus") from None
         except OSError as exc:
@@ -257,18 +286,22 @@ class Connection:
             raise ConnectionLost(self.address, exc.strerror or str(exc)) from None
 
     def _recv(self, need: int, deadline: float | None) -> None:
+        """Read what is there (waiting up to the deadline); _Deadline if nothing came."""
         sock = self._live_sock()
-        # A deadline that has passed still gets one non-blocking read (timeout 0).
-        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        self._wait(self._poll_in, deadline)
         try:
-            sock.settimeout(remaining)
-            chunk = sock.recv(min(max(need, 65536), 1 << 22))
-        except (TimeoutError, BlockingIOError):
-            raise _Deadline from None
+            if need <= len(self._chunk):
+                count = sock.recv_into(self._chunk_view)
+                chunk: bytes | memoryview = self._chunk_view[:count]
+            else:  # the rest of a big message: read it in large pieces
+                chunk = sock.recv(min(need, 1 << 22))
+                count = len(chunk)
+        except BlockingIOError:
+            return  # woken without data; the caller loops and waits again
         except OSError as exc:
             self.close()
             raise ConnectionLost(self.address, exc.strerror or str(exc)) from None
-        if not chunk:
+        if not count:
             self.close()
             raise ConnectionLost(self.address, "the bus closed the connection")
         self._frames.feed(chunk)
@@ -357,7 +390,10 @@ class Connection:
                 )  # fmt: skip
         except EncodeError:
             return
-        self._send(reply, time.monotonic() + 1.0)
+        try:
+            self._send(reply, time.monotonic() + 1.0)
+        except CallTimeout:
+            return  # _send closed the connection; the caller's next read says ConnectionLost
 
     # -- public API ----------------------------------------------------------------
 

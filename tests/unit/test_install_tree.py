@@ -398,7 +398,8 @@ def test_install_python_puts_the_daemon_where_execstart_looks(tmp_path: Path) ->
     destdir = tmp_path / "root"
     repo = copy_sources(tmp_path / "src")  # pip builds in the tree: not in ours
     result = make("install", repo=repo, build=tmp_path / "build", DESTDIR=str(destdir),
-                  INSTALL_PYTHON="1", python=python, umask=0o022)
+                  INSTALL_PYTHON="1", python=python, CLI_PYTHON=sys.executable,
+                  umask=0o022)
     assert result.returncode == 0, result.stdout + result.stderr
     unit = (destdir / "usr/lib/systemd/system/oseprovd.service").read_text()
     execstart = re.search(r"(?m)^ExecStart=(\S+)", unit)

@@ -412,10 +412,10 @@ def test_decode_rejects_specific_corruptions() -> None:
         assert what
 
 
-def raw_signal(sig: str, body: bytes) -> bytes:
-    """Header from our encoder (valid), body bytes as given."""
+def raw_signal(sig: str, body: bytes, extra_field: bytes = b"") -> bytes:
+    """A signal laid out by hand from the spec: body bytes (and an extra field) as given."""
     header = bytearray(b"l\x04\x00\x01" + struct.pack("<II", len(body), 1) + b"\0\0\0\0")
-    fields = bytearray()
+    fields = bytearray(extra_field)
     for code, t, value in ((1, "o", "/"), (2, "s", "a.b"), (3, "s", "C")):
         fields += b"\0" * (-len(fields) & 7)
         raw = value.encode()
@@ -585,6 +585,14 @@ def test_import_pulls_in_nothing_heavy() -> None:
 # ------------------------------------------------- auth handling with a scripted peer
 
 
+HELLO_DENIED = bytes(
+    FastMessage(
+        message_type=FastType.ERROR, error_name="org.freedesktop.DBus.Error.AccessDenied",
+        reply_serial=1, serial=1, signature="s", body=["not you"],
+    )._marshall(False)
+)  # fmt: skip
+
+
 def scripted_peer(tmp_path: Path, reply: bytes | None) -> str:
     """A unix socket whose one peer reads the auth line, then sends `reply` and closes
     (reply None: never answers). Protocol-misbehaviour that a real bus cannot produce."""
@@ -615,6 +623,7 @@ def scripted_peer(tmp_path: Path, reply: bytes | None) -> str:
         (b"OK 0123456789abcdef0123456789abcdef\r\n", "Hello|closed"),
         (b"", "closed the connection"),
         (None, "timed out"),
+        (b"OK 0123456789abcdef0123456789abcdef\r\n" + HELLO_DENIED, "Hello failed.*AccessDenied"),
     ],
 )
 def test_auth_failures_are_bus_unreachable(
@@ -642,3 +651,21 @@ def test_system_bus_address_honours_environment(monkeypatch: pytest.MonkeyPatch)
     assert wire.system_bus_address() == "unix:path=/run/dbus/system_bus_socket"
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/tmp/x")
     assert wire.system_bus_address() == "unix:path=/tmp/x"
+
+
+def test_unknown_header_fields_are_skipped() -> None:
+    # The spec: unknown header fields must be accepted and ignored. Field 0x40 is an
+    # "at" (struct start 8-aligned: code, sig "at", pad to 8, length, pad to 16, one t).
+    field = b"\x40\x02at\0" + b"\0" * 3 + struct.pack("<I", 8) + b"\0" * 4 + struct.pack("<Q", 7)
+    data = raw_signal("u", struct.pack("<I", 5), extra_field=field)
+    # (dbus_fast itself raises KeyError on this message, so it cannot referee here)
+    msg = decode_message(data)
+    assert (msg.member, msg.body) == ("C", [5])
+
+
+def test_a_body_with_unix_fds_only_fails_when_decoded() -> None:
+    data = raw_signal("h", struct.pack("<I", 0))
+    msg = decode_message(data, with_body=False)  # header fine: the connection survives
+    assert msg.signature == "h"
+    with pytest.raises(ProtocolError):
+        decode_message(data)
