@@ -37,7 +37,8 @@ class DiscoveryEngine:
         groups = {g: [m for m in members if m in self._runner.specs]
                   for g, members in self.groups.items()}
         return subset_mod.resolve(subset, self.collector_names, groups,
-                                  [s.name for s in self.specs if s.minimal])
+                                  [s.name for s in self.specs if s.minimal],
+                                  [s.name for s in self.specs if s.in_all])
 
     async def collect(self, subset: Sequence[str] = ("all",), timeout: float | None = None,
                       progress: Callable[[str, int, int], None] | None = None,

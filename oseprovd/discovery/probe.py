@@ -70,6 +70,19 @@ def parse_version(text: str) -> str | None:
     return match.group(0) if match else None
 
 
+def run_output(roots: SystemRoots, argv: list[str], timeout: float = VERSION_TIMEOUT
+               ) -> str | None:
+    """stdout of a quick read-only command on the live system; None elsewhere or on error."""
+    if not roots.is_live:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=_CLEAN_ENV, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def program_version(roots: SystemRoots, path: str, args: tuple[str, ...] = ("--version",)
                     ) -> str | None:
     """Version printed by `path args...` on the live system; None elsewhere or on failure."""

@@ -22,6 +22,7 @@ from oseprovd.discovery.collectors import (
     osinfo,
     packages,
     power,
+    security,
     services,
     sockets,
     virt,
@@ -35,6 +36,7 @@ class CollectorSpec:
     collect: Callable[[SystemRoots], BaseModel]
     timeout: float  # seconds; generous: a healthy machine answers in milliseconds
     minimal: bool = False  # part of 'min' (cheap and always useful)
+    in_all: bool = True  # False: only when named (slow, or needs its own authorization)
 
 
 SPECS: tuple[CollectorSpec, ...] = (
@@ -55,6 +57,8 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("network", network.collect, 10.0),
     CollectorSpec("containers", containers.collect, 20.0),
     CollectorSpec("databases", databases.collect, 20.0),
+    # Walks the file system and needs org.ose.discovery.audit: never part of 'all'.
+    CollectorSpec("security", security.collect, 120.0, in_all=False),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -21,6 +21,7 @@ from oseprovd.discovery.collectors.nics import NicsInfo
 from oseprovd.discovery.collectors.osinfo import OsInfo
 from oseprovd.discovery.collectors.packages import PackagesInfo
 from oseprovd.discovery.collectors.power import PowerInfo
+from oseprovd.discovery.collectors.security import SecurityInfo
 from oseprovd.discovery.collectors.services import ServicesInfo
 from oseprovd.discovery.collectors.sockets import SocketsInfo
 from oseprovd.discovery.collectors.virt import Virtualization
@@ -62,6 +63,7 @@ class Report(BaseModel):
     network: NetworkInfo | None = None
     containers: ContainersInfo | None = None
     databases: DatabasesInfo | None = None
+    security: SecurityInfo | None = None
 
     def outcome(self, name: str) -> CollectorOutcome | None:
         return next((o for o in self.outcomes if o.name == name), None)

@@ -13,12 +13,15 @@ from oseprovd import errors
 
 
 def resolve(subset: Sequence[str], collectors: Sequence[str], groups: Mapping[str, Iterable[str]],
-            minimal: Iterable[str]) -> list[str]:
-    """The collector names selected by `subset`, in the order of `collectors`."""
-    known = set(collectors)
+            minimal: Iterable[str], in_all: Iterable[str] | None = None) -> list[str]:
+    """The collector names selected by `subset`, in the order of `collectors`.
+
+    `in_all` is what 'all' means (default: every collector); others must be named.
+    """
+    everything = set(collectors if in_all is None else in_all)
     expand: dict[str, set[str]] = {name: {name} for name in collectors}
     expand.update({g: set(members) for g, members in groups.items()})
-    expand["all"] = set(collectors)
+    expand["all"] = everything
     expand["min"] = set(minimal)
 
     include: set[str] = set()
@@ -40,7 +43,7 @@ def resolve(subset: Sequence[str], collectors: Sequence[str], groups: Mapping[st
             positive = True
             include |= expand[name]
     if not positive and not exclude_all:
-        include = set(known)
+        include = set(everything)
     include |= expand["min"]
     selected = include - exclude
     return [name for name in collectors if name in selected]
