@@ -9,6 +9,7 @@ a severity, evidence and what to do about it.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -290,21 +291,30 @@ def port_findings(roots: SystemRoots) -> list[Finding]:
                                 "filter it.")]
 
 
+def count_nft_rules(ruleset_json: str) -> tuple[int, list[str]] | None:
+    """(rules, 'family name' of tables) from `nft -j list ruleset`; None if unreadable."""
+    try:
+        items = json.loads(ruleset_json).get("nftables", [])
+    except (ValueError, AttributeError):
+        return None
+    rules = sum(1 for item in items if isinstance(item, dict) and "rule" in item)
+    tables = [f"{i['table'].get('family')} {i['table'].get('name')}" for i in items
+              if isinstance(i, dict) and isinstance(i.get("table"), dict)]
+    return rules, tables
+
+
 def firewall(roots: SystemRoots, target: TargetReader) -> FirewallInfo:
-    tables = (read_attr(roots.proc / "net" / "ip_tables_names") or "").split()
+    legacy = (read_attr(roots.proc / "net" / "ip_tables_names") or "").split()
     nft = probe.first_present(target, ("/usr/sbin/nft", "/sbin/nft"))
     if nft is None:
-        return FirewallInfo(tool="iptables" if tables else None, tables=tables)
-    count = None
-    if roots.is_live:
-        out = probe.run_output(roots, [nft, "list", "ruleset"])
-        if out is not None:
-            # A rule is a statement line inside a chain block (not the chain header,
-            # not 'type ... hook ...', not a brace).
-            count = sum(1 for line in out.splitlines()
-                        if line.startswith("\t\t") and not line.strip().startswith(
-                            ("type ", "policy ", "}", "elements", "flags")))
-    return FirewallInfo(tool="nftables", tables=tables, rule_count=count)
+        return FirewallInfo(tool="iptables" if legacy else None, tables=legacy)
+    # Reading the ruleset is a netlink query to the local kernel: no packets are sent.
+    out = probe.run_output(roots, [nft, "-j", "list", "ruleset"])
+    counted = count_nft_rules(out) if out is not None else None
+    if counted is None:
+        return FirewallInfo(tool="nftables", tables=legacy)
+    rules, tables = counted
+    return FirewallInfo(tool="nftables", tables=tables + legacy, rule_count=rules)
 
 
 def firewall_findings(info: FirewallInfo) -> list[Finding]:

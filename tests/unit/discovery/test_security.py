@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,47 @@ def test_live_world_writable_dirs_match_find() -> None:
     info = security.collect(SystemRoots())
     finding = next((f for f in info.findings if f.id == "files.world-writable-dir"), None)
     assert set(finding.evidence if finding else []) == set(out.split())
+
+
+FIREWALL_PROBE = ("import sys; from oseprovd.discovery.collectors import security as s; "
+                  "from oseprovd.discovery.roots import SystemRoots as R; r = R(); "
+                  "fw = s.firewall(r, s.target_reader(r)); "
+                  "sys.stdout.write(fw.model_dump_json() + '\\n' + "
+                  "','.join(f.id for f in s.firewall_findings(fw)))")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    require_tool("ip")
+    require_root("creating a network namespace")
+    name = f"ose-fw-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True,
+                       timeout=30)
+
+
+def _firewall_in(netns: str) -> tuple[security.FirewallInfo, str]:
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                          FIREWALL_PROBE], check=True, capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[3]).stdout
+    info, _, ids = out.partition("\n")
+    return security.FirewallInfo.model_validate_json(info), ids
+
+
+def test_firewall_rules_counted_in_a_private_namespace(netns: str) -> None:
+    nft = require_tool("nft")
+    empty, ids = _firewall_in(netns)
+    assert (empty.tool, empty.rule_count) == ("nftables", 0) and ids == "network.no-firewall"
+    run = ["ip", "netns", "exec", netns, nft]
+    subprocess.run([*run, "add", "table", "inet", "ose"], check=True, timeout=30)
+    subprocess.run([*run, "add", "chain", "inet", "ose", "input",
+                    "{ type filter hook input priority 0; policy drop; }"], check=True,
+                   timeout=30)
+    for port in ("22", "80", "443"):
+        subprocess.run([*run, "add", "rule", "inet", "ose", "input", "tcp", "dport", port,
+                        "accept"], check=True, timeout=30)
+    info, ids = _firewall_in(netns)
+    assert (info.rule_count, info.tables, ids) == (3, ["inet ose"], "")
