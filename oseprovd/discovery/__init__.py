@@ -6,6 +6,7 @@ Public API (what the bus layer calls):
     redact(model) -> copy without sensitive fields (serials, UUIDs, MACs)
     diff_reports(old, new) -> ReportDiff (flat list of Change)
     DiscoveryCache(engine, ttl).get(subset) -> Report; .device_event(subsystem)
+    performance.profile(roots, seconds, interval, progress=...) -> PerformanceProfile
 """
 
 from oseprovd.discovery.cache import DiscoveryCache
