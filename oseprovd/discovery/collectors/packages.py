@@ -110,3 +110,89 @@ def collect(roots: SystemRoots) -> PackagesInfo:
     packages.sort(key=lambda p: (p.name, p.architecture or ""))
     return PackagesInfo(manager="dpkg", packages=packages,
                         installed=sum(1 for p in packages if p.state == "installed"))
+
+
+DEP_FIELDS = ("Pre-Depends", "Depends", "Recommends", "Suggests", "Conflicts", "Breaks",
+              "Replaces", "Provides")
+
+
+class Dependency(BaseModel):
+    name: str
+    arch: str | None = None  # ':any', ':native' qualifiers
+    relation: str | None = None  # <<, <=, =, >=, >>
+    version: str | None = None
+
+
+class PackageRelations(BaseModel):
+    name: str
+    architecture: str | None = None
+    version: str | None = None
+    # field -> list of alternatives groups ('a | b' is one group of two)
+    relations: dict[str, list[list[Dependency]]] = {}
+    raw: dict[str, str] = {}
+
+
+def parse_relation(text: str) -> list[list[Dependency]]:
+    """'libc6 (>= 2.34), perl:any | perl-base' -> [[libc6 >= 2.34], [perl:any, perl-base]]."""
+    groups: list[list[Dependency]] = []
+    for group in text.split(","):
+        alternatives: list[Dependency] = []
+        for raw in group.split("|"):
+            alt = raw.strip()
+            if not alt:
+                continue
+            head, _, constraint = alt.partition("(")
+            head = head.split("[")[0].split("<")[0].strip()  # arch lists, build profiles
+            name, _, arch = head.partition(":")
+            relation = version = None
+            if constraint:
+                body = constraint.rstrip(")").strip()
+                for op in ("<<", "<=", ">=", ">>", "=", "<", ">"):
+                    if body.startswith(op):
+                        relation, version = op, body[len(op):].strip()
+                        break
+            alternatives.append(Dependency(name=name, arch=arch or None, relation=relation,
+                                           version=version))
+        if alternatives:
+            groups.append(alternatives)
+    return groups
+
+
+def package_relations(roots: SystemRoots, name: str,
+                      architecture: str | None = None) -> list[PackageRelations]:
+    """Dependencies of an installed (or known) package, from dpkg's status file."""
+    target = target_reader(roots)
+    data = target.read_bytes(STATUS_FILE, MAX_STATUS_BYTES) or b""
+    found = []
+    wanted = frozenset({"Package", "Architecture", "Version", *DEP_FIELDS})
+    for para in parse_control_full(data, wanted):
+        if para.get("Package") != name:
+            continue
+        if architecture is not None and para.get("Architecture") != architecture:
+            continue
+        raw = {f: para[f] for f in DEP_FIELDS if f in para}
+        found.append(PackageRelations(
+            name=name, architecture=para.get("Architecture"), version=para.get("Version"),
+            relations={f: parse_relation(v) for f, v in raw.items()}, raw=raw))
+    return found
+
+
+def parse_control_full(data: bytes, wanted: frozenset[str]) -> list[dict[str, str]]:
+    """Like parse_control, but folds continuation lines into their field (relations
+    may wrap)."""
+    result: list[dict[str, str]] = []
+    for block in data.decode("utf-8", "replace").split("\n\n"):
+        fields: dict[str, str] = {}
+        last: str | None = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t"):
+                if last is not None:
+                    fields[last] += " " + line.strip()
+                continue
+            key, sep, value = line.partition(":")
+            last = key if sep and key in wanted else None
+            if last is not None:
+                fields[key] = value.strip()
+        if fields:
+            result.append(fields)
+    return result

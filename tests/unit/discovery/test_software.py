@@ -171,3 +171,29 @@ def test_sandbox_sysvinit(sandbox: Path) -> None:
     write(sandbox, "proc/1/comm", "init\n")
     info = osinfo.collect(SystemRoots.sandbox(sandbox))
     assert (info.init_system, info.pid1, info.boot_mode) == ("sysvinit", "init", "bios")
+
+
+def test_package_relations_match_dpkg_query() -> None:
+    fields = packages.DEP_FIELDS
+    fmt = "${Package}:${Architecture}\t" + "\t".join("${" + f + "}" for f in fields) + "\n"
+    out = run_tool("dpkg-query", "-W", "-f", fmt)
+    checked = 0
+    for line in out.splitlines()[:150]:  # a sample keeps the test short
+        key, *values = line.split("\t")
+        name, _, arch = key.partition(":")
+        (rel,) = packages.package_relations(SystemRoots(), name, arch)
+        truth = {f: v for f, v in zip(fields, values, strict=True) if v}
+        assert {f: " ".join(v.split()) for f, v in rel.raw.items()} == truth, key
+        checked += 1
+    assert checked > 0
+
+
+def test_parse_relation() -> None:
+    groups = packages.parse_relation(
+        "libc6 (>= 2.34), perl:any | perl-base (<< 6), foo [amd64] <!nocheck>, bar (= 1:2.0-1)")
+    assert [[(d.name, d.arch, d.relation, d.version) for d in g] for g in groups] == [
+        [("libc6", None, ">=", "2.34")],
+        [("perl", "any", None, None), ("perl-base", None, "<<", "6")],
+        [("foo", None, None, None)],
+        [("bar", None, "=", "1:2.0-1")],
+    ]
