@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from oseprovd.discovery.collectors import (
+    applications,
     block,
     cloud,
     containers,
@@ -53,6 +54,7 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("os", osinfo.collect, 5.0, minimal=True),
     CollectorSpec("packages", packages.collect, 30.0),
     CollectorSpec("services", services.collect, 20.0),
+    CollectorSpec("applications", applications.collect, 20.0),
     CollectorSpec("sockets", sockets.collect, 15.0),
     CollectorSpec("network", network.collect, 10.0),
     CollectorSpec("containers", containers.collect, 20.0),
@@ -64,7 +66,7 @@ SPECS: tuple[CollectorSpec, ...] = (
 GROUPS: dict[str, tuple[str, ...]] = {
     "hardware": ("cpu", "memory", "block", "mounts", "nics", "gpus", "power", "dmi",
                  "virtualization"),
-    "software": ("os", "packages", "services"),
+    "software": ("os", "packages", "services", "applications"),
     # Not "network": that is the name of a collector.
     "networking": ("nics", "network", "sockets"),
 }

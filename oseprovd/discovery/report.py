@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel
 
+from oseprovd.discovery.collectors.applications import ApplicationsInfo
 from oseprovd.discovery.collectors.block import BlockInfo
 from oseprovd.discovery.collectors.cloud import CloudInfo
 from oseprovd.discovery.collectors.containers import ContainersInfo
@@ -59,6 +60,7 @@ class Report(BaseModel):
     os: OsInfo | None = None
     packages: PackagesInfo | None = None
     services: ServicesInfo | None = None
+    applications: ApplicationsInfo | None = None
     sockets: SocketsInfo | None = None
     network: NetworkInfo | None = None
     containers: ContainersInfo | None = None
