@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
+from oseprovd import errors
 from oseprovd.discovery import subset as subset_mod
 from oseprovd.discovery.registry import GROUPS, SPECS, CollectorSpec
 from oseprovd.discovery.report import CollectorOutcome, Report
 from oseprovd.discovery.roots import SystemRoots
 from oseprovd.discovery.runner import CollectorRunner, Result
+
+MAX_TIMEOUT = 600.0
 
 
 class DiscoveryEngine:
@@ -48,6 +51,8 @@ class DiscoveryEngine:
         `progress(name, done, total)` is called as each one finishes; `fetch` replaces
         running a collector (DiscoveryCache answers from its cache that way).
         """
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+            raise errors.InvalidArguments(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds")
         names = self.resolve(subset)
         return await self._runner.run(names, subset, timeout, progress, fetch)
 

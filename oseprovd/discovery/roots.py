@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class SystemRoots(BaseModel):
@@ -21,6 +21,13 @@ class SystemRoots(BaseModel):
     sys: Path = Path("/sys")
     dev: Path = Path("/dev")
     run: Path = Path("/run")
+
+    @field_validator("target", "proc", "sys", "dev", "run")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"{value} is not an absolute path")
+        return value
 
     @classmethod
     def sandbox(cls, base: Path) -> SystemRoots:

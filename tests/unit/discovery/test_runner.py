@@ -160,3 +160,10 @@ def test_collect_one_and_progress() -> None:
     report = asyncio.run(engine.collect(["min"], progress=lambda *a: seen.append(a)))
     assert sorted(n for n, _, _ in seen) == sorted(report.collectors)
     assert sorted(done for _, done, _ in seen) == list(range(1, len(report.collectors) + 1))
+
+
+def test_bad_timeout_and_relative_roots() -> None:
+    with pytest.raises(errors.InvalidArguments):
+        DiscoveryEngine().collect_sync(["min"], timeout=0)
+    with pytest.raises(ValueError, match="absolute"):
+        SystemRoots(target=Path("relative/root"))
