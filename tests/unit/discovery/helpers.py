@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tests.harness.components import require
 
@@ -37,3 +39,19 @@ def dmi_tree(base: Path, fields: dict[str, str]) -> None:
     """A /sys/class/dmi/id directory with the given attributes (newline-terminated)."""
     for name, value in fields.items():
         write(base, f"sys/class/dmi/id/{name}", value + "\n")
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def steady(truth: Callable[[], T], ours: Callable[[], U], attempts: int = 5) -> tuple[T, U]:
+    """(truth, ours) read while the truth held still: other tests on this shared machine
+    attach loop devices, mount and listen, so a reading taken between two equal truths
+    is the one to compare."""
+    for _ in range(attempts):
+        before = truth()
+        got = ours()
+        if truth() == before:
+            return before, got
+    raise AssertionError("the machine kept changing during the test")

@@ -8,7 +8,7 @@ import socket
 
 from oseprovd.discovery.collectors import block, cpu, memory, mounts, nics, virt
 from oseprovd.discovery.roots import SystemRoots
-from tests.unit.discovery.helpers import run_tool
+from tests.unit.discovery.helpers import run_tool, steady
 
 LIVE = SystemRoots()
 
@@ -61,9 +61,13 @@ def test_memory_total_matches_kernel() -> None:
 
 
 def test_block_devices_match_sys_block_and_lsblk() -> None:
-    info = block.collect(LIVE)
-    assert {d.name for d in info.devices} == set(os.listdir("/sys/block"))
-    listed = json.loads(run_tool("lsblk", "-J", "-b", "-d", "-o", "NAME,SIZE,ROTA,SCHED"))
+    def truth() -> tuple[set[str], str]:
+        return set(os.listdir("/sys/block")), run_tool("lsblk", "-J", "-b", "-d", "-o",
+                                                      "NAME,SIZE,ROTA,SCHED")
+
+    (names, lsblk), info = steady(truth, lambda: block.collect(LIVE))
+    assert {d.name for d in info.devices} == names
+    listed = json.loads(lsblk)
     by_name = {d.name: d for d in info.devices}
     assert listed["blockdevices"], "lsblk listed nothing to compare with"
     for entry in listed["blockdevices"]:
@@ -74,8 +78,9 @@ def test_block_devices_match_sys_block_and_lsblk() -> None:
 
 
 def test_mounts_match_findmnt() -> None:
-    info = mounts.collect(LIVE)
-    listed = json.loads(run_tool("findmnt", "-J", "-l", "-o", "TARGET,FSTYPE"))
+    out, info = steady(lambda: run_tool("findmnt", "-J", "-l", "-o", "TARGET,FSTYPE"),
+                       lambda: mounts.collect(LIVE))
+    listed = json.loads(out)
     assert {(m.mountpoint, m.fstype) for m in info.mounts} == {
         (e["target"], e["fstype"]) for e in listed["filesystems"]}
 
@@ -88,10 +93,13 @@ def test_root_filesystem_is_on_a_listed_device() -> None:
 
 
 def test_interfaces_match_kernel_and_ip() -> None:
-    info = nics.collect(LIVE)
-    assert {(i.name, i.ifindex) for i in info.interfaces} == set(
-        (name, index) for index, name in socket.if_nameindex())
-    links = {x["ifname"]: x for x in json.loads(run_tool("ip", "-j", "link", "show"))}
+    def truth() -> tuple[set[tuple[str, int]], str]:
+        return ({(name, index) for index, name in socket.if_nameindex()},
+                run_tool("ip", "-j", "link", "show"))
+
+    (pairs, ip_json), info = steady(truth, lambda: nics.collect(LIVE))
+    assert {(i.name, i.ifindex) for i in info.interfaces} == pairs
+    links = {x["ifname"]: x for x in json.loads(ip_json)}
     for iface in info.interfaces:
         assert iface.mtu == links[iface.name]["mtu"]
         assert iface.mac == links[iface.name].get("address")

@@ -11,7 +11,7 @@ import pytest
 
 from oseprovd.discovery.collectors import sockets
 from oseprovd.discovery.roots import SystemRoots
-from tests.unit.discovery.helpers import run_tool
+from tests.unit.discovery.helpers import run_tool, steady
 
 
 @pytest.fixture
@@ -61,14 +61,14 @@ def test_own_listeners_appear_with_our_pid(listeners: dict[str, int]) -> None:
 
 
 def test_listeners_match_ss(listeners: dict[str, int]) -> None:
-    out = run_tool("ss", "-H", "-l", "-t", "-n")
+    out, info = steady(lambda: run_tool("ss", "-H", "-l", "-t", "-n"),
+                       lambda: sockets.collect(SystemRoots()))
     truth = set()
     for line in out.splitlines():
         local = line.split()[3]
         addr, _, port = local.rpartition(":")
         truth.add((addr.strip("[]").split("%")[0], int(port)))
-    ours = {(s.address, s.port) for s in sockets.collect(SystemRoots()).listening
-            if s.protocol == "tcp"}
+    ours = {(s.address, s.port) for s in info.listening if s.protocol == "tcp"}
     ss_norm = {("0.0.0.0" if a == "*" else a, p) for a, p in truth}
     assert ours == ss_norm
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from oseprovd.discovery.collectors import osinfo, packages
 from oseprovd.discovery.roots import SystemRoots
-from tests.unit.discovery.helpers import require_tool, run_tool, symlink, write
+from tests.unit.discovery.helpers import require_tool, run_tool, steady, symlink, write
 
 QUERY_FORMAT = "${Package}\t${Version}\t${Architecture}\n"
 
@@ -26,8 +26,7 @@ def _ours(info: packages.PackagesInfo) -> set[tuple[str, str, str]]:
 
 def test_installed_packages_match_dpkg_query() -> None:
     require_tool("dpkg-query")
-    info = packages.collect(SystemRoots())
-    truth = _dpkg_truth()
+    truth, info = steady(_dpkg_truth, lambda: packages.collect(SystemRoots()))
     assert truth, "dpkg-query listed nothing"
     assert _ours(info) == truth
     assert info.manager == "dpkg"
