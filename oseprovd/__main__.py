@@ -1,2 +1,59 @@
-def main() -> None:
-    ...
+"""oseprovd's command line: flags only; app.py builds everything."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from oseprovd import __version__
+from oseprovd.errors import OseError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="oseprovd", description="OSE provisioning daemon (org.ose.Provisioning1)")
+    p.add_argument("--bus", help="system (default), session, or a D-Bus address")
+    p.add_argument("--root", type=Path, help="target root the services act on (default /)")
+    p.add_argument("--state-dir", type=Path, help="state directory (default /var/lib/oseprovd)")
+    p.add_argument("--config", type=Path,
+                   help="configuration file (default /etc/ose/oseprovd.toml)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"oseprovd {__version__}")
+    # Exports org.ose.Test1 (a demo job) for the test suite; never used in production.
+    p.add_argument("--test-interface", action="store_true", default=None,
+                   help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Imported after parsing so that --help and --version stay fast.
+    from oseprovd.app import StartupError, run
+    from oseprovd.config import load_settings
+    from oseprovd.log import setup_logging
+
+    try:
+        settings = load_settings(args.config, {
+            "bus": args.bus, "root": args.root, "state_dir": args.state_dir,
+            "log_level": args.log_level, "test_interface": args.test_interface,
+        })
+    except OseError as exc:
+        print(f"oseprovd: {exc}", file=sys.stderr)
+        sys.exit(1)
+    setup_logging(settings.log_level)
+    try:
+        code = run(settings)
+    except (StartupError, OseError) as exc:
+        print(f"oseprovd: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        logging.getLogger("oseprovd").exception("oseprovd stopped on an unexpected error")
+        print("oseprovd: stopped on an unexpected error; see the log above", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,7 @@ POLKIT_IFACE = "org.freedesktop.PolicyKit1.Authority"
 DBUS_BUS_NAME = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
 DBUS_IFACE = "org.freedesktop.DBus"
+DBUS_PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 
 ERROR_PREFIX = "org.ose.Error."
 ERROR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"

@@ -1,0 +1,150 @@
+"""The composition root: builds the store, engines and bus objects, runs until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from dbus_fast import BusType, NameFlag, RequestNameReply
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface
+
+from oseprovd import __version__
+from oseprovd.bus import guard
+from oseprovd.bus.auth import PolkitAuthorizer
+from oseprovd.bus.caller import CallerResolver
+from oseprovd.bus.guard import BusContext, TokenBuckets
+from oseprovd.bus.job import JobExporter
+from oseprovd.bus.manager import ManagerInterface
+from oseprovd.bus.names import BUS_NAME, ROOT_PATH
+from oseprovd.bus.namewatch import NameWatch
+from oseprovd.bus.testing import TEST_PATH, TestInterface
+from oseprovd.config import Settings
+from oseprovd.jobs import JobManager
+from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
+from oseprovd.notify import notify, watchdog_interval, watchdog_loop
+from oseprovd.store.audit import AuditRepository
+from oseprovd.store.db import Store
+from oseprovd.store.jobs import JobRepository
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_JOB_GRACE = 5.0  # seconds for running jobs to reach a checkpoint on SIGTERM
+
+
+async def _disconnected(bus: MessageBus) -> None:
+    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line the user sees."""
+
+
+async def connect(bus: str) -> MessageBus:
+    if bus == "system":
+        mb = MessageBus(bus_type=BusType.SYSTEM)
+    elif bus == "session":
+        mb = MessageBus(bus_type=BusType.SESSION)
+    else:
+        mb = MessageBus(bus_address=bus)
+    try:
+        return await mb.connect()
+    except (OSError, EOFError, ValueError) as exc:
+        raise StartupError(f"cannot connect to the {bus} bus: {exc}") from None
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        s = self.settings
+        log.info("oseprovd %s starting (root %s, state %s)", __version__, s.root, s.state_dir,
+                 extra={"MESSAGE_ID": MSG_STARTED})
+        store = Store(s.state_dir)
+        jobs = JobManager(JobRepository(store))
+        interrupted = jobs.recover()
+        bus = await connect(s.bus)
+        try:
+            return await self._serve(bus, store, jobs, interrupted)
+        finally:
+            bus.disconnect()
+            store.close()
+
+    async def _serve(self, bus: MessageBus, store: Store, jobs: JobManager,
+                     interrupted: list[int]) -> int:
+        s = self.settings
+        limits = s.limits
+        bus.add_message_handler(guard.make_message_handler(limits))
+        resolver = CallerResolver(bus)
+        names = NameWatch(bus)
+        names.on_vanished(resolver.forget)
+        await names.start()
+        ctx = BusContext(
+            resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
+            audit=AuditRepository(store), limits=limits,
+            buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
+        )
+        exporter = JobExporter(bus, ctx, jobs)
+        jobs.add_listener(exporter)
+        exported: list[tuple[str, ServiceInterface]] = [
+            (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features=[])),
+        ]
+        if s.test_interface:
+            exported.append((TEST_PATH, TestInterface(ctx, jobs)))
+        # Secure by default: refuse to start with a method that declares no policy.
+        guard.check_declarations([iface for _, iface in exported])
+        for path, iface in exported:
+            bus.export(path, iface)
+        exporter.export_existing()
+
+        reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise StartupError(f"the name {BUS_NAME} is already owned by another process "
+                               "(is oseprovd already running?)")
+        notify("READY=1\nSTATUS=Ready")
+        log.info("ready on the bus as %s%s", BUS_NAME,
+                 f"; jobs {interrupted} were interrupted" if interrupted else "",
+                 extra={"MESSAGE_ID": MSG_READY})
+        watchdog = None
+        if (interval := watchdog_interval()) is not None:
+            watchdog = asyncio.get_running_loop().create_task(watchdog_loop(interval))
+
+        disconnected = asyncio.ensure_future(_disconnected(bus))
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([disconnected, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if disconnected.done():
+            log.error("lost the connection to the bus")
+            await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+            return 1
+        disconnected.cancel()
+
+        started = time.monotonic()
+        notify("STOPPING=1\nSTATUS=Stopping: waiting for running jobs to reach a checkpoint")
+        log.info("stopping", extra={"MESSAGE_ID": MSG_STOPPING})
+        if watchdog is not None:
+            watchdog.cancel()
+        await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
+        log.info("stopped in %.2f s", time.monotonic() - started)
+        return 0
+
+
+def run(settings: Settings) -> int:
+    async def main() -> int:
+        daemon = Daemon(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        return await daemon.run()
+
+    return asyncio.run(main())
