@@ -60,6 +60,8 @@ class SnapshotBackend(Protocol):
     def rollback(self, config: SnapshotConfig, record: SnapshotRecord, op: str,
                  journal: Journal, previous_id: str) -> RollbackResult: ...
 
-    def recover(self, config: SnapshotConfig, op: str,
-                steps: Sequence[tuple[str, dict[str, Any]]]) -> RecoveryOutcome:
-        """Finish or revert operation `op`, whose journaled steps are `steps`."""
+    def recover(self, config: SnapshotConfig, record: SnapshotRecord, op: str,
+                steps: Sequence[tuple[str, dict[str, Any]]],
+                journal: Journal) -> RecoveryOutcome:
+        """Finish or revert rollback `op` to `record`, whose journaled steps are
+        `steps`; steps taken while recovering go to `journal` under the same op."""

@@ -373,8 +373,9 @@ class BtrfsBackend:
 
     # -- recovery ----------------------------------------------------------------------
 
-    def recover(self, config: SnapshotConfig, op: str,
-                steps: Sequence[tuple[str, dict[str, Any]]]) -> RecoveryOutcome:
+    def recover(self, config: SnapshotConfig, record: SnapshotRecord, op: str,
+                steps: Sequence[tuple[str, dict[str, Any]]],
+                journal: Journal) -> RecoveryOutcome:
         first = {s: d for s, d in reversed(steps)}
         if "btrfs.swap.begin" in first:
             return self._recover_swap(config, op, first["btrfs.swap.begin"])

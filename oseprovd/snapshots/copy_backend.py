@@ -173,7 +173,21 @@ class CopyBackend:
         return CreatedSnapshot(uuid=token, size=0)
 
     def describe(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot | None:
-        return None  # a copy store is never made by a rollback
+        sdir = open_private_dir(config.snapshot_dir, create=False)
+        try:
+            try:
+                fd = os.open(check_snapshot_id(snap_id), _DIR, dir_fd=sdir)
+            except OSError:
+                return None
+            try:
+                token = _read_lines(fd, "token")
+            finally:
+                os.close(fd)
+        finally:
+            os.close(sdir)
+        if not token or not isinstance(token[0].get("token"), str):
+            return None
+        return CreatedSnapshot(uuid=token[0]["token"])
 
     def verify(self, config: SnapshotConfig, record: SnapshotRecord) -> None:
         self._open_store(config, record).close()
@@ -436,11 +450,16 @@ class CopyBackend:
         self._restore(config, record, None, op, journal)
         return RollbackResult(snapshot=record.id, reboot_required=False)
 
-    def recover(self, config: SnapshotConfig, op: str,
-                steps: Sequence[tuple[str, dict[str, Any]]]) -> RecoveryOutcome:
-        # A restore is idempotent: the engine runs it again (it has the record), then
-        # asks cleanup_undo to clear the temp entries of the killed run.
-        return RecoveryOutcome(op=op, action="rollback", outcome="nothing")
+    def recover(self, config: SnapshotConfig, record: SnapshotRecord, op: str,
+                steps: Sequence[tuple[str, dict[str, Any]]],
+                journal: Journal) -> RecoveryOutcome:
+        """A restore is idempotent: run it again to its end, then clear the temp entries
+        the killed run left."""
+        if not any(s == "copy.rollback.begin" for s, _ in steps):
+            return RecoveryOutcome(op=op, action="rollback", outcome="nothing")
+        result = self._restore(config, record, None, op, journal)
+        self.cleanup_undo(config, op, result.paths)
+        return RecoveryOutcome(op=op, action="rollback", outcome="finished")
 
     # -- diff ------------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ class SnapshotRecord(_Strict):
     kind: SnapshotKind = "single"
     pre_id: str | None = None
     created: datetime
-    description: str = Field("", max_length=1024)
+    description: Annotated[str, Field(max_length=1024)] = ""
     userdata: dict[str, str] = {}
     job_id: int | None = None
     important: bool = False
@@ -116,7 +116,10 @@ class CleanupResult(_Strict):
     kept: int
 
 
+Outcome = Literal["finished", "reverted", "nothing"]
+
+
 class RecoveryOutcome(_Strict):
     op: str
     action: str
-    outcome: Literal["finished", "reverted", "nothing"]
+    outcome: Outcome

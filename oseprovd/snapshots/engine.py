@@ -1,0 +1,367 @@
+"""The snapshot engine: records, pre/post pairs, diff, undo, rollback, cleanup, recovery.
+
+Collaborators come in through the constructor: configs, a repository of records, one
+backend per backend name and a journal. Only snapshots recorded in the repository are
+ever diffed, undone from, rolled back to or deleted, and the backend checks that what
+it finds on disk is what was recorded (a subvolume a user made is refused).
+
+Every change is journaled before it is made, under an operation id (`op`), and each
+step is idempotent or checkable, so `recover(entries)` can finish or revert whatever a
+killed run left.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from oseprovd.errors import InvalidArguments
+from oseprovd.snapshots.backend import SnapshotBackend
+from oseprovd.snapshots.errors import ConfigNotFound, SnapshotNotFound
+from oseprovd.snapshots.ids import check_config_name, check_snapshot_id, make_snapshot_id
+from oseprovd.snapshots.journal import Journal, JournalEntry
+from oseprovd.snapshots.models import (
+    CleanupAlgorithm,
+    CleanupResult,
+    DiffEntry,
+    Outcome,
+    RecoveryOutcome,
+    RollbackResult,
+    SnapshotConfig,
+    SnapshotKind,
+    SnapshotRecord,
+    UndoResult,
+)
+from oseprovd.snapshots.repository import SnapshotRepository
+from oseprovd.snapshots.retention import select_victims
+from oseprovd.system.rootfs import split_rel
+
+MAX_UNDO_PATHS = 10000
+MAX_USERDATA = 32
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_op() -> str:
+    return secrets.token_hex(8)
+
+
+class _Recording:
+    """Passes steps to the real journal and keeps this operation's own, so a failed
+    rollback can be reverted at once with the same code recovery uses."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.steps: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, step: str, data: dict[str, Any]) -> None:
+        self.journal.record(step, data)
+        self.steps.append((step, dict(data)))
+
+
+class PrePost:
+    """Handed to the body of `pre_post`: call `will_change(paths)` before changing them
+    (the copy backend saves them then; btrfs has the whole subvolume already)."""
+
+    def __init__(self, engine: SnapshotEngine, pre: SnapshotRecord) -> None:
+        self.engine = engine
+        self.pre = pre
+        self.post: SnapshotRecord | None = None
+
+    def will_change(self, paths: Sequence[str], created: bool = True) -> None:
+        self.engine.will_change(self.pre.id, paths, created)
+
+
+class SnapshotEngine:
+    def __init__(self, configs: Mapping[str, SnapshotConfig], repo: SnapshotRepository,
+                 backends: Mapping[str, SnapshotBackend], journal: Journal,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.configs = dict(configs)
+        self.repo = repo
+        self.backends = dict(backends)
+        self.journal = journal
+        self.clock = clock
+        self._lock = threading.RLock()
+
+    # -- lookups -------------------------------------------------------------------
+
+    def list_configs(self) -> list[SnapshotConfig]:
+        return [self.configs[n] for n in sorted(self.configs)]
+
+    def config(self, name: str) -> SnapshotConfig:
+        check_config_name(name)
+        try:
+            return self.configs[name]
+        except KeyError:
+            raise ConfigNotFound(f"no snapshot config {name!r}; see ListConfigs") from None
+
+    def backend(self, config: SnapshotConfig) -> SnapshotBackend:
+        try:
+            return self.backends[config.backend]
+        except KeyError:
+            raise InvalidArguments(f"config {config.name}: backend {config.backend!r} is "
+                                   "not available on this system") from None
+
+    def list_snapshots(self, config: str) -> list[SnapshotRecord]:
+        self.config(config)
+        return sorted(self.repo.list(config), key=lambda r: r.number)
+
+    def get_snapshot(self, snap_id: str) -> SnapshotRecord:
+        record = self.repo.get(check_snapshot_id(snap_id))
+        if record is None:
+            raise SnapshotNotFound(f"no recorded snapshot {snap_id}; see ListSnapshots")
+        return record
+
+    def _checked(self, snap_id: str) -> tuple[SnapshotConfig, SnapshotBackend, SnapshotRecord]:
+        record = self.get_snapshot(snap_id)
+        config = self.config(record.config)
+        backend = self.backend(config)
+        backend.verify(config, record)
+        return config, backend, record
+
+    def _next_number(self, config: str) -> int:
+        return max((r.number for r in self.repo.list(config)), default=0) + 1
+
+    # -- create / delete -------------------------------------------------------------
+
+    def create_snapshot(self, config: str, description: str = "",
+                        userdata: Mapping[str, str] | None = None, *,
+                        kind: SnapshotKind = "single", pre_id: str | None = None,
+                        job_id: int | None = None, important: bool = False,
+                        cleanup: CleanupAlgorithm = "") -> SnapshotRecord:
+        cfg = self.config(config)
+        backend = self.backend(cfg)
+        userdata = dict(userdata or {})
+        if len(userdata) > MAX_USERDATA:
+            raise InvalidArguments(f"at most {MAX_USERDATA} userdata keys")
+        with self._lock:
+            number = self._next_number(cfg.name)
+            snap_id = make_snapshot_id(cfg.name, number)
+            op = new_op()
+            self.journal.record("snapshot.create", {"op": op, "config": cfg.name,
+                                                    "snapshot": snap_id})
+            created = backend.create(cfg, snap_id)
+            record = SnapshotRecord(
+                id=snap_id, config=cfg.name, number=number, backend=cfg.backend, kind=kind,
+                pre_id=pre_id, created=self.clock(), description=description,
+                userdata=userdata, job_id=job_id, important=important, cleanup=cleanup,
+                size=created.size, uuid=created.uuid,
+            )
+            self.repo.add(record)
+            self.journal.record("snapshot.created", {"op": op})
+            if cfg.whole_paths:
+                backend.will_change(cfg, record, cfg.whole_paths, True)
+            return record
+
+    def delete_snapshots(self, ids: Sequence[str]) -> list[str]:
+        records = [self.get_snapshot(i) for i in ids]  # all valid, or nothing is done
+        deleted = []
+        with self._lock:
+            for record in records:
+                config = self.config(record.config)
+                backend = self.backend(config)
+                backend.verify(config, record)
+                op = new_op()
+                self.journal.record("snapshot.delete", {"op": op, "config": config.name,
+                                                        "snapshot": record.id})
+                backend.delete(config, record)
+                self.repo.delete(record.id)
+                self.journal.record("snapshot.deleted", {"op": op})
+                deleted.append(record.id)
+        return deleted
+
+    # -- pre/post --------------------------------------------------------------------
+
+    @contextmanager
+    def pre_post(self, config: str, description: str, job_id: int | None = None,
+                 important: bool = True) -> Iterator[PrePost]:
+        """Around a mutating job: a "pre" snapshot before, a "post" one after (also when
+        the job fails), for backends that snapshot a whole tree."""
+        pre = self.create_snapshot(config, description, kind="pre", job_id=job_id,
+                                   important=important, cleanup="number")
+        pair = PrePost(self, pre)
+        try:
+            yield pair
+        finally:
+            if self.config(config).backend != "copy":
+                pair.post = self.create_snapshot(config, description, kind="post",
+                                                 pre_id=pre.id, job_id=job_id,
+                                                 important=important, cleanup="number")
+
+    def will_change(self, snap_id: str, paths: Sequence[str], created: bool = True) -> None:
+        config, backend, record = self._checked(snap_id)
+        for p in paths:
+            split_rel(p)
+        with self._lock:
+            backend.will_change(config, record, paths, created)
+
+    # -- diff / undo / rollback ------------------------------------------------------
+
+    def diff(self, snap_id: str, other: str | None = None) -> Iterator[DiffEntry]:
+        """What changed from `snap_id` to `other` (a later snapshot, or the live tree
+        when None), streamed."""
+        config, backend, record = self._checked(snap_id)
+        other_record = None
+        if other is not None:
+            _, _, other_record = self._checked(other)
+            if other_record.config != record.config:
+                raise InvalidArguments("both snapshots must belong to the same config")
+        return backend.diff(config, record, other_record)
+
+    def undo(self, snap_id: str, paths: Sequence[str]) -> UndoResult:
+        """Make `paths` (relative to the config's tree; "" or "." = all of it) in the
+        live tree what they are in the snapshot."""
+        if not paths or len(paths) > MAX_UNDO_PATHS:
+            raise InvalidArguments(f"give 1 to {MAX_UNDO_PATHS} paths to undo")
+        clean = ["/".join(split_rel(p)) for p in paths]
+        config, backend, record = self._checked(snap_id)
+        with self._lock:
+            op = new_op()
+            self.journal.record("undo.begin", {"op": op, "config": config.name,
+                                               "snapshot": record.id, "paths": clean})
+            try:
+                result = backend.undo(config, record, clean, op, self.journal)
+            except BaseException:
+                backend.cleanup_undo(config, op, clean)
+                self.journal.record("undo.failed", {"op": op})
+                raise
+            self.journal.record("undo.done", {"op": op})
+            return result
+
+    def rollback(self, snap_id: str) -> RollbackResult:
+        config, backend, record = self._checked(snap_id)
+        with self._lock:
+            op = new_op()
+            previous = make_snapshot_id(config.name, self._next_number(config.name))
+            journal = _Recording(self.journal)
+            journal.record("rollback.begin", {
+                "op": op, "config": config.name, "snapshot": record.id,
+                "previous": previous,
+            })
+            try:
+                result = backend.rollback(config, record, op, journal, previous)
+            except Exception:
+                self._recover_rollback(op, journal.steps[0][1], journal.steps)
+                raise
+            if result.previous is not None:
+                self._record_previous(config, backend, record, result.previous)
+            self.journal.record("rollback.done", {"op": op})
+            return result
+
+    def _record_previous(self, config: SnapshotConfig, backend: SnapshotBackend,
+                         target: SnapshotRecord, previous: str) -> None:
+        """Record what was live before a swap rollback, as an important snapshot."""
+        if self.repo.get(previous) is not None:
+            return
+        saved = backend.describe(config, previous)
+        if saved is None:
+            return
+        _, number = previous.rsplit("-", 1)
+        self.repo.add(SnapshotRecord(
+            id=previous, config=config.name, number=int(number), backend=config.backend,
+            created=self.clock(), description=f"before rollback to {target.id}",
+            important=True, cleanup="number", uuid=saved.uuid,
+        ))
+
+    # -- retention -------------------------------------------------------------------
+
+    def timeline_snapshot(self, config: str) -> SnapshotRecord | None:
+        cfg = self.config(config)
+        if not cfg.retention.timeline_create:
+            return None
+        return self.create_snapshot(config, "timeline", cleanup="timeline")
+
+    def cleanup(self, config: str) -> CleanupResult:
+        cfg = self.config(config)
+        records = self.list_snapshots(cfg.name)
+        victims = select_victims(records, cfg.retention, self.clock())
+        deleted = self.delete_snapshots(victims) if victims else []
+        return CleanupResult(config=cfg.name, deleted=tuple(deleted),
+                             kept=len(records) - len(deleted))
+
+    # -- recovery --------------------------------------------------------------------
+
+    def recover(self, entries: Iterable[JournalEntry]) -> list[RecoveryOutcome]:
+        """Finish or revert every operation in `entries` that has no end step."""
+        ops: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for step, data in entries:
+            op = data.get("op")
+            if isinstance(op, str):
+                ops.setdefault(op, []).append((step, data))
+        outcomes = []
+        with self._lock:
+            for op, steps in ops.items():
+                names = {s for s, _ in steps}
+                begin = steps[0][1]
+                kind = steps[0][0]
+                if kind == "snapshot.create" and "snapshot.created" not in names:
+                    outcomes.append(self._recover_create(op, begin))
+                elif kind == "snapshot.delete" and "snapshot.deleted" not in names:
+                    outcomes.append(self._recover_delete(op, begin))
+                elif kind == "undo.begin" and not names & {"undo.done", "undo.failed"}:
+                    outcomes.append(self._recover_undo(op, begin))
+                elif kind == "rollback.begin" and not names & {"rollback.done",
+                                                               "rollback.reverted"}:
+                    outcomes.append(self._recover_rollback(op, begin, steps))
+        return outcomes
+
+    def _recover_create(self, op: str, begin: dict[str, Any]) -> RecoveryOutcome:
+        config = self.config(str(begin["config"]))
+        backend = self.backend(config)
+        snap_id = check_snapshot_id(str(begin["snapshot"]))
+        record = self.repo.get(snap_id)
+        outcome: Outcome
+        if record is None:
+            saved = backend.describe(config, snap_id)
+            if saved is not None:  # made but never recorded: ours, so remove it
+                _, number = snap_id.rsplit("-", 1)
+                backend.delete(config, SnapshotRecord(
+                    id=snap_id, config=config.name, number=int(number),
+                    backend=config.backend, created=self.clock(), uuid=saved.uuid))
+            outcome = "reverted"
+        else:
+            outcome = "finished"
+        self.journal.record("snapshot.created", {"op": op})
+        return RecoveryOutcome(op=op, action="create", outcome=outcome)
+
+    def _recover_delete(self, op: str, begin: dict[str, Any]) -> RecoveryOutcome:
+        config = self.config(str(begin["config"]))
+        backend = self.backend(config)
+        record = self.repo.get(check_snapshot_id(str(begin["snapshot"])))
+        if record is not None:
+            if backend.describe(config, record.id) is not None:
+                backend.delete(config, record)
+            self.repo.delete(record.id)
+        self.journal.record("snapshot.deleted", {"op": op})
+        return RecoveryOutcome(op=op, action="delete", outcome="finished")
+
+    def _recover_undo(self, op: str, begin: dict[str, Any]) -> RecoveryOutcome:
+        config = self.config(str(begin["config"]))
+        backend = self.backend(config)
+        record = self.get_snapshot(str(begin["snapshot"]))
+        paths = [str(p) for p in begin["paths"]]
+        backend.verify(config, record)
+        backend.undo(config, record, paths, op, self.journal)  # idempotent: run again
+        backend.cleanup_undo(config, op, paths)
+        self.journal.record("undo.done", {"op": op})
+        return RecoveryOutcome(op=op, action="undo", outcome="finished")
+
+    def _recover_rollback(self, op: str, begin: dict[str, Any],
+                          steps: Sequence[tuple[str, dict[str, Any]]]) -> RecoveryOutcome:
+        config = self.config(str(begin["config"]))
+        backend = self.backend(config)
+        record = self.get_snapshot(str(begin["snapshot"]))
+        outcome = backend.recover(config, record, op, steps, self.journal)
+        if outcome.outcome == "finished":
+            self._record_previous(config, backend, record,
+                                  check_snapshot_id(str(begin["previous"])))
+            self.journal.record("rollback.done", {"op": op})
+        else:
+            self.journal.record("rollback.reverted", {"op": op})
+        return outcome
