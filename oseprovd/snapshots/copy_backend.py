@@ -107,9 +107,12 @@ class _Store:
     def manifest(self) -> list[Entry]:
         return _read_lines(self.fd, "manifest.jsonl")
 
-    def links(self) -> dict[tuple[int, int], str]:
+    def link_entries(self) -> list[dict[str, Any]]:
+        return _read_lines(self.fd, "links.jsonl")
+
+    def links(self) -> dict[tuple[int, int], str | int]:
         return {(int(e["dev"]), int(e["ino"])): str(e["path"])
-                for e in _read_lines(self.fd, "links.jsonl")}
+                for e in self.link_entries()}
 
 
 class CopyBackend:
@@ -232,7 +235,7 @@ class CopyBackend:
 
     def _save(self, config: SnapshotConfig, store: _Store, live: int,
               parts: tuple[str, ...], created: bool, entries: dict[str, Entry],
-              links: dict[tuple[int, int], str]) -> None:
+              links: dict[tuple[int, int], str | int]) -> None:
         rel = "/".join(parts)
         if self._covered(rel, entries):
             return
@@ -256,8 +259,8 @@ class CopyBackend:
                                                "kind": "absent"})
                     return
                 if depth == len(parts) - 1:
-                    self._save_node(store, entries, links, dfd, mfd, name, rel, live_dev,
-                                    created)
+                    self._save_node(store, entries, links, live, dfd, mfd, name, rel,
+                                    live_dev, created)
                     return
                 if not stat.S_ISDIR(nst.st_mode):
                     raise UnsafeSnapshotPath(f"{rel!r}: {name!r} is a symlink or not a "
@@ -271,8 +274,8 @@ class CopyBackend:
                 os.close(mfd)
                 mfd = nm
             # parts == (): the whole tree
-            self._save_node(store, entries, links, None, mfd, "", "", live_dev, created,
-                            root_fd=dfd)
+            self._save_node(store, entries, links, live, None, mfd, "", "", live_dev,
+                            created, root_fd=dfd)
         finally:
             os.close(dfd)
             os.close(mfd)
@@ -289,9 +292,9 @@ class CopyBackend:
         return entry
 
     def _save_node(self, store: _Store, entries: dict[str, Entry],
-                   links: dict[tuple[int, int], str], live_parent: int | None, mfd: int,
-                   name: str, rel: str, live_dev: int, created: bool,
-                   root_fd: int | None = None) -> None:
+                   links: dict[tuple[int, int], str | int], live: int,
+                   live_parent: int | None, mfd: int, name: str, rel: str, live_dev: int,
+                   created: bool, root_fd: int | None = None) -> None:
         ctx = treesync.SyncContext(op=secrets.token_hex(8), live_root_fd=store.tree,
                                    same_inodes=False, src_dev=live_dev)
         ctx.links.update(links)
@@ -306,9 +309,60 @@ class CopyBackend:
             treesync.sync_entry(ctx, live_parent, mfd, name, rel, os.fstat(mfd).st_dev)
             self._add(store, entries, {"path": rel, "kind": "node", "created": created})
         for key in set(ctx.links) - before:
-            _append_line(store.fd, "links.jsonl",
-                         {"dev": key[0], "ino": key[1], "path": ctx.links[key]})
-            links[key] = ctx.links[key]
+            path = str(ctx.links[key])
+            line: dict[str, Any] = {"dev": key[0], "ino": key[1], "path": path}
+            handle = self._handle(live, path)
+            if handle is not None:  # to find the inode's other names' inode again
+                line["htype"], line["handle"] = handle[0], handle[1].hex()
+            _append_line(store.fd, "links.jsonl", line)
+            links[key] = path
+
+    def _handle(self, live: int, rel: str) -> tuple[int, bytes] | None:
+        parts = _parts(rel)
+        parent = treesync.walk_dir(live, parts[:-1])
+        if parent is None:
+            return None
+        try:
+            fd = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            return fileops.file_handle(fd)
+        finally:
+            os.close(fd)
+
+    def _anchor(self, store: _Store, live: int, line: dict[str, Any],
+                ctx: treesync.SyncContext) -> int | None:
+        """A hard-linked file whose inode still exists (under its other names, which
+        weren't saved): put its saved content and metadata back into that inode and
+        return it open, so the saved names become links to it again."""
+        fd = fileops.open_by_handle(live, int(line["htype"]), bytes.fromhex(line["handle"]),
+                                    os.O_RDWR | os.O_NOFOLLOW)
+        if fd is None:
+            return None
+        parts = _parts(str(line["path"]))
+        mparent = treesync.walk_dir(store.tree, parts[:-1])
+        try:
+            st = os.fstat(fd)
+            if mparent is None or not stat.S_ISREG(st.st_mode) or st.st_nlink == 0:
+                os.close(fd)
+                return None
+            mfd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=mparent)
+            try:
+                ms = os.fstat(mfd)
+                fileops.clone_or_copy(mfd, fd)
+                fileops.apply_metadata_fd(fd, ms, fileops.read_xattrs(mfd))
+                ctx.links[(ms.st_dev, ms.st_ino)] = fd
+            finally:
+                os.close(mfd)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            if mparent is not None:
+                os.close(mparent)
+        return fd
 
     # -- restoring -------------------------------------------------------------------
 
@@ -324,6 +378,7 @@ class CopyBackend:
         check_op_id(op)
         store = self._open_store(config, record)
         live = self._open_live(config)
+        anchors: list[int] = []
         try:
             selected = self._selected(store, paths)
             ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=False)
@@ -337,6 +392,14 @@ class CopyBackend:
             nodes = sorted((e for e in selected if e["kind"] == "node"), key=depth)
             dirs = sorted((e for e in selected if e["kind"] == "dir"), key=depth,
                           reverse=True)
+            node_paths = [str(e["path"]) for e in selected if e["kind"] == "node"]
+            for line in store.link_entries():
+                if "handle" in line and any(_under(str(line["path"]), p)
+                                            for p in node_paths):
+                    journal.record("copy.restore.inode", {"op": op, "path": line["path"]})
+                    fd = self._anchor(store, live, line, ctx)
+                    if fd is not None:
+                        anchors.append(fd)
             for e in absent:
                 journal.record("copy.restore.absent", {"op": op, "path": e["path"]})
                 self._remove(live, _parts(str(e["path"])), live_dev, ctx)
@@ -353,6 +416,8 @@ class CopyBackend:
                 journal.record("copy.restore.dir", {"op": op, "path": e["path"]})
                 self._restore_dir(live, _parts(str(e["path"])), e, live_dev, ctx)
         finally:
+            for fd in anchors:
+                os.close(fd)
             os.close(live)
             store.close()
         return UndoResult(snapshot=record.id,

@@ -37,7 +37,8 @@ class SyncContext:
     op: str
     live_root_fd: int
     same_inodes: bool
-    links: dict[tuple[int, int], str] = field(default_factory=dict)
+    # values: a path relative to live_root_fd, or an open fd of the inode itself
+    links: dict[tuple[int, int], str | int] = field(default_factory=dict)
     changed: int = 0
     skipped: list[str] = field(default_factory=list)
     counter: int = 0
@@ -94,7 +95,7 @@ def sync_entry(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str
             ctx.links.setdefault((s.st_dev, s.st_ino), rel)
         return
     key = (s.st_dev, s.st_ino)
-    if stat.S_ISREG(s.st_mode) and s.st_nlink > 1 and key in ctx.links:
+    if stat.S_ISREG(s.st_mode) and key in ctx.links:
         _relink(ctx, dst_dir, name, d, live_dev, ctx.links[key])
         return
     xattrs = fileops.xattrs_at(src_dir, name, s)
@@ -123,15 +124,24 @@ def sync_entry(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str
 
 
 def _relink(ctx: SyncContext, dst_dir: int, name: str, d: os.stat_result | None,
-            live_dev: int, first: str) -> None:
+            live_dev: int, first: str | int) -> None:
     """Another name of an inode restored already: a hard link to it again."""
-    if d is not None and not stat.S_ISDIR(d.st_mode):
+    if isinstance(first, int):
+        fst = os.fstat(first)
+    else:
         fst = os.stat(first, dir_fd=ctx.live_root_fd, follow_symlinks=False)
-        if (fst.st_dev, fst.st_ino) == (d.st_dev, d.st_ino):
-            return
-    _replace(ctx, dst_dir, name, d, live_dev,
-             lambda tmp: os.link(first, tmp, src_dir_fd=ctx.live_root_fd,
-                                 dst_dir_fd=dst_dir, follow_symlinks=False))
+    if (d is not None and not stat.S_ISDIR(d.st_mode)
+            and (fst.st_dev, fst.st_ino) == (d.st_dev, d.st_ino)):
+        return
+
+    def link(tmp: str) -> None:
+        if isinstance(first, int):  # linkat of an fd: through its /proc magic link
+            os.link(f"/proc/self/fd/{first}", tmp, dst_dir_fd=dst_dir, follow_symlinks=True)
+        else:
+            os.link(first, tmp, src_dir_fd=ctx.live_root_fd, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
+
+    _replace(ctx, dst_dir, name, d, live_dev, link)
 
 
 def _replace(ctx: SyncContext, dst_dir: int, name: str, d: os.stat_result | None,

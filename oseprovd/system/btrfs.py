@@ -33,7 +33,7 @@ PathOrFd = str | bytes | os.PathLike[str] | int
 
 def _load() -> ModuleType | None:
     try:
-        import btrfsutil  # noqa: PLC0415
+        import btrfsutil
     except ImportError:
         pass
     else:

@@ -79,6 +79,7 @@ def clone_or_copy(src_fd: int, dst_fd: int) -> bool:
     holes and all), else a copy that keeps holes. Returns True when reflinked."""
     try:
         fcntl.ioctl(dst_fd, FICLONE, src_fd)
+        os.ftruncate(dst_fd, os.fstat(src_fd).st_size)  # dst may have been longer
         return True
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY,
@@ -201,3 +202,44 @@ def remove_tree_at(dir_fd: int, name: str | bytes, dev: int | None = None) -> No
 
 def fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)
+
+
+# -- file handles: reach an inode again later without a path (hard links) ---------------
+
+_AT_EMPTY_PATH = 0x1000
+_MAX_HANDLE_SZ = 128
+
+
+def file_handle(fd: int) -> tuple[int, bytes] | None:
+    """(handle_type, handle bytes) of the open file, or None where unsupported."""
+    buf = ctypes.create_string_buffer(8 + _MAX_HANDLE_SZ)
+    ctypes.c_uint.from_buffer(buf, 0).value = _MAX_HANDLE_SZ
+    mount_id = ctypes.c_int()
+    rc = _libc.name_to_handle_at(fd, b"", buf, ctypes.byref(mount_id), _AT_EMPTY_PATH)
+    if rc != 0:
+        return None
+    size = ctypes.c_uint.from_buffer(buf, 0).value
+    htype = ctypes.c_int.from_buffer(buf, 4).value
+    return htype, bytes(buf.raw[8:8 + size])
+
+
+def open_by_handle(mount_fd: int, htype: int, handle: bytes, flags: int) -> int | None:
+    """An fd of the inode, or None when it is gone (ESTALE) or can't be opened."""
+    buf = ctypes.create_string_buffer(8 + len(handle))
+    ctypes.c_uint.from_buffer(buf, 0).value = len(handle)
+    ctypes.c_int.from_buffer(buf, 4).value = htype
+    ctypes.memmove(ctypes.addressof(buf) + 8, handle, len(handle))
+    fd = _libc.open_by_handle_at(mount_fd, buf, flags | os.O_CLOEXEC)
+    if fd < 0:
+        return None
+    return int(fd)
+
+
+def apply_metadata_fd(fd: int, src: Meta, xattrs: dict[str, bytes]) -> None:
+    """apply_metadata for an open regular file or directory."""
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (src.st_uid, src.st_gid):
+        os.fchown(fd, src.st_uid, src.st_gid)
+    _write_xattrs(fd, xattrs)
+    os.fchmod(fd, stat.S_IMODE(src.st_mode))
+    os.utime(fd, ns=(src.st_atime_ns, src.st_mtime_ns))

@@ -110,7 +110,8 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         elif ea[path] != eb[path]:
             keys = sorted(k for k in set(ea[path]) | set(eb[path])
                           if ea[path].get(k) != eb[path].get(k))
-            out.append(f"{path!r}: {', '.join(f'{k} {ea[path].get(k)!r} -> {eb[path].get(k)!r}' for k in keys)}")
+            what = ", ".join(f"{k} {ea[path].get(k)!r} -> {eb[path].get(k)!r}" for k in keys)
+            out.append(f"{path!r}: {what}")
     if a["links"] != b["links"]:
         out.append(f"hard links {a['links']!r} -> {b['links']!r}")
     if a["getfacl"] != b["getfacl"]:

@@ -32,8 +32,9 @@ class Rig:
         return self.config.path
 
 
-def make_engine(tmp_path: Path, configs: list[SnapshotConfig],
-                tag: str = "") -> tuple[SnapshotEngine, FileJournal, SqliteSnapshotRepository, Path]:
+def make_engine(
+    tmp_path: Path, configs: list[SnapshotConfig], tag: str = ""
+) -> tuple[SnapshotEngine, FileJournal, SqliteSnapshotRepository, Path]:
     from oseprovd.snapshots.btrfs_backend import BtrfsBackend
     from oseprovd.snapshots.copy_backend import CopyBackend
 
