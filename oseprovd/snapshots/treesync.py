@@ -283,12 +283,20 @@ def restore_paths(ctx: SyncContext, src_root: int, live_root: int,
             sync_dir_metadata(src_root, live_root, ".")
             continue
         src_parent = walk_dir(src_root, parts[:-1])
-        if src_parent is None:
-            live_parent = walk_dir(live_root, parts[:-1])
-        else:
-            live_parent = (walk_dir(live_root, parts[:-1])
-                           or _make_parents(ctx, src_root, live_root, parts[:-1], live_dev))
+        try:
+            if src_parent is None:
+                live_parent = walk_dir(live_root, parts[:-1])
+            else:
+                live_parent = (walk_dir(live_root, parts[:-1])
+                               or _make_parents(ctx, src_root, live_root, parts[:-1],
+                                                live_dev))
+        except BaseException:
+            if src_parent is not None:
+                os.close(src_parent)
+            raise
         if live_parent is None:
+            if src_parent is not None:
+                os.close(src_parent)
             continue  # in neither tree
         try:
             before = os.fstat(live_parent)

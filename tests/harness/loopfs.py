@@ -47,15 +47,20 @@ def loop_fs(tmp_path: Path, fstype: str, size_mb: int = 300,
         try:
             yield mnt
         finally:
-            umount(mnt)
+            clean = umount(mnt)
+        # A busy filesystem at the end means something (the code under test) leaked an
+        # fd or a cwd on it: that is a bug, not a teardown hiccup.
+        assert clean, f"{mnt} was still busy at teardown (leaked fd?); lazily unmounted"
     finally:
         subprocess.run([losetup, "-d", dev], check=False, capture_output=True)
 
 
-def umount(mnt: Path) -> None:
-    for _ in range(50):
+def umount(mnt: Path) -> bool:
+    """Unmount; True if it was not busy (else it is unmounted lazily)."""
+    for _ in range(30):
         r = subprocess.run(["umount", "--", str(mnt)], check=False, capture_output=True)
         if r.returncode == 0:
-            return
+            return True
         time.sleep(0.1)
     subprocess.run(["umount", "-l", "--", str(mnt)], check=False, capture_output=True)
+    return False
