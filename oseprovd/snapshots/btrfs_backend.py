@@ -207,12 +207,14 @@ class BtrfsBackend:
             if other is None:
                 live = self._open_live(config)
                 try:
-                    yield from diff_dirs(old, live, same_inodes=True)
+                    yield from diff_dirs(old, live, same_inodes=True,
+                                         exclude=config.excluded())
                 finally:
                     os.close(live)
             else:
                 with self._snapshot(config, other) as new:
-                    yield from diff_dirs(old, new, same_inodes=True)
+                    yield from diff_dirs(old, new, same_inodes=True,
+                                         exclude=config.excluded())
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
              op: str, journal: Journal) -> UndoResult:
@@ -221,7 +223,8 @@ class BtrfsBackend:
         with self._snapshot(config, record) as snap:
             live = self._open_live(config)
             try:
-                ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=True)
+                ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=True,
+                                           exclude=config.excluded())
                 treesync.restore_paths(
                     ctx, snap, live, parts,
                     before_each=lambda rel: journal.record("btrfs.undo.path",
@@ -295,6 +298,11 @@ class BtrfsBackend:
         name = config.path.name
         if not name:
             raise RollbackNotPossible(f"{config.path} has no parent to swap it in")
+        if config.excluded():
+            raise RollbackNotPossible(
+                f"{config.snapshot_dir} lies inside {config.path}, so swapping the "
+                "subvolume would hide the snapshots; keep snapshot_dir outside it"
+            )
         tmp = f".{name}.ose-rollback-{op}"
         with self._snapshot(config, record) as snap:
             snap_uuid = btrfs.subvolume_info(snap).uuid

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from typing import Any
 
-from oseprovd.errors import NotApplicable
+from oseprovd.errors import InvalidArguments, NotApplicable
 from oseprovd.snapshots import treesync
 from oseprovd.snapshots.backend import CreatedSnapshot
 from oseprovd.snapshots.btrfs_backend import open_private_dir
@@ -237,6 +237,8 @@ class CopyBackend:
               parts: tuple[str, ...], created: bool, entries: dict[str, Entry],
               links: dict[tuple[int, int], str | int]) -> None:
         rel = "/".join(parts)
+        if any(_under(rel, x) for x in config.excluded()):
+            raise InvalidArguments(f"{rel!r} is the snapshot store itself")
         if self._covered(rel, entries):
             return
         live_dev = os.fstat(live).st_dev
@@ -260,7 +262,7 @@ class CopyBackend:
                     return
                 if depth == len(parts) - 1:
                     self._save_node(store, entries, links, live, dfd, mfd, name, rel,
-                                    live_dev, created)
+                                    live_dev, created, config.excluded())
                     return
                 if not stat.S_ISDIR(nst.st_mode):
                     raise UnsafeSnapshotPath(f"{rel!r}: {name!r} is a symlink or not a "
@@ -275,7 +277,7 @@ class CopyBackend:
                 mfd = nm
             # parts == (): the whole tree
             self._save_node(store, entries, links, live, None, mfd, "", "", live_dev,
-                            created, root_fd=dfd)
+                            created, config.excluded(), root_fd=dfd)
         finally:
             os.close(dfd)
             os.close(mfd)
@@ -294,9 +296,10 @@ class CopyBackend:
     def _save_node(self, store: _Store, entries: dict[str, Entry],
                    links: dict[tuple[int, int], str | int], live: int,
                    live_parent: int | None, mfd: int, name: str, rel: str, live_dev: int,
-                   created: bool, root_fd: int | None = None) -> None:
+                   created: bool, exclude: frozenset[str],
+                   root_fd: int | None = None) -> None:
         ctx = treesync.SyncContext(op=secrets.token_hex(8), live_root_fd=store.tree,
-                                   same_inodes=False, src_dev=live_dev)
+                                   same_inodes=False, src_dev=live_dev, exclude=exclude)
         ctx.links.update(links)
         before = set(ctx.links)
         if root_fd is not None:  # the whole tree: its entries, then its own metadata
@@ -381,7 +384,8 @@ class CopyBackend:
         anchors: list[int] = []
         try:
             selected = self._selected(store, paths)
-            ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=False)
+            ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=False,
+                                       exclude=config.excluded())
             live_dev = os.fstat(live).st_dev
 
             def depth(e: Entry) -> int:
@@ -537,12 +541,13 @@ class CopyBackend:
         live = self._open_live(config)
         try:
             for e in sorted(store.manifest(), key=lambda e: str(e["path"])):
-                yield from self._diff_entry(store, live, e)
+                yield from self._diff_entry(config, store, live, e)
         finally:
             os.close(live)
             store.close()
 
-    def _diff_entry(self, store: _Store, live: int, e: Entry) -> Iterator[DiffEntry]:
+    def _diff_entry(self, config: SnapshotConfig, store: _Store, live: int,
+                    e: Entry) -> Iterator[DiffEntry]:
         rel = str(e["path"])
         parts = _parts(rel)
         if e["kind"] == "dir" or not parts:
@@ -556,7 +561,7 @@ class CopyBackend:
                         != (e["mode"], e["uid"], e["gid"], e["mtime_ns"])):
                     yield DiffEntry(path=rel, change="metadata")
                 if e["kind"] == "node":
-                    yield from diff_dirs(store.tree, lp)
+                    yield from diff_dirs(store.tree, lp, exclude=config.excluded())
             finally:
                 os.close(lp)
             return

@@ -74,19 +74,20 @@ def _all_under(dir_fd: int, name: str, rel: str, change: ChangeKind,
 
 
 def diff_dirs(a_dir: int, b_dir: int, rel: str = "", same_inodes: bool = False,
-              names: list[str] | None = None) -> Iterator[DiffEntry]:
-    """Compare the entries of two open directories (or only `names` in them)."""
+              exclude: frozenset[str] = frozenset()) -> Iterator[DiffEntry]:
+    """Compare the entries of two open directories, leaving out `exclude` paths."""
     a_dev = os.fstat(a_dir).st_dev
     b_dev = os.fstat(b_dir).st_dev
-    if names is None:
-        names = sorted(set(os.listdir(a_dir)) | set(os.listdir(b_dir)))
-    for name in names:
-        yield from diff_entry(a_dir, b_dir, name, _join(rel, name), same_inodes,
-                              a_dev, b_dev)
+    for name in sorted(set(os.listdir(a_dir)) | set(os.listdir(b_dir))):
+        child = _join(rel, name)
+        if child not in exclude:
+            yield from diff_entry(a_dir, b_dir, name, child, same_inodes, a_dev, b_dev,
+                                  exclude)
 
 
 def _diff_subdir(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
-                 a: os.stat_result, b: os.stat_result, foreign: bool) -> Iterator[DiffEntry]:
+                 a: os.stat_result, b: os.stat_result, foreign: bool,
+                 exclude: frozenset[str]) -> Iterator[DiffEntry]:
     if _metadata_changed(a_dir, b_dir, name, a, b):
         yield DiffEntry(path=rel, change="metadata")
     if foreign:
@@ -95,7 +96,7 @@ def _diff_subdir(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
     try:
         sb = fileops.open_dir_at(b_dir, name)
         try:
-            yield from diff_dirs(sa, sb, rel, same_inodes)
+            yield from diff_dirs(sa, sb, rel, same_inodes, exclude)
         finally:
             os.close(sb)
     finally:
@@ -103,7 +104,8 @@ def _diff_subdir(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
 
 
 def diff_entry(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
-               a_dev: int, b_dev: int) -> Iterator[DiffEntry]:
+               a_dev: int, b_dev: int,
+               exclude: frozenset[str] = frozenset()) -> Iterator[DiffEntry]:
     a = fileops.lstat_at(a_dir, name)
     b = fileops.lstat_at(b_dir, name)
     if a is None and b is None:
@@ -121,7 +123,7 @@ def diff_entry(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
         return
     if a_is_dir:
         yield from _diff_subdir(a_dir, b_dir, name, rel, same_inodes, a, b,
-                                a.st_dev != a_dev or b.st_dev != b_dev)
+                                a.st_dev != a_dev or b.st_dev != b_dev, exclude)
         return
     if (same_inodes and a.st_ino == b.st_ino and a.st_ctime_ns == b.st_ctime_ns
             and a.st_mtime_ns == b.st_mtime_ns and a.st_size == b.st_size):

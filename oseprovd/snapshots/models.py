@@ -60,6 +60,15 @@ class SnapshotConfig(_Strict):
             raise ValueError("must be an absolute path without '..'")
         return v
 
+    def excluded(self) -> frozenset[str]:
+        """The snapshot dir, relative to the tree, when it lies inside it: never part
+        of what is saved, compared or restored."""
+        try:
+            rel = self.snapshot_dir.relative_to(self.path)
+        except ValueError:
+            return frozenset()
+        return frozenset({str(rel)}) if str(rel) != "." else frozenset()
+
     @field_validator("whole_paths")
     @classmethod
     def _relative(cls, v: tuple[str, ...]) -> tuple[str, ...]:

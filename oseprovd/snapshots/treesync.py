@@ -46,7 +46,8 @@ class SyncContext:
     src_dev: int | None = None
     # Restoring without `created`: entries the saved tree lacks are left in place.
     keep_extra: bool = False
-    on_entry: Callable[[str], None] | None = None
+    # Paths (relative to the tree) that are not part of it: the snapshot dir inside it.
+    exclude: frozenset[str] = frozenset()
 
     run: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -58,6 +59,18 @@ class SyncContext:
 
 def _join(rel: str, name: str) -> str:
     return name if not rel else f"{rel}/{name}"
+
+
+def _foreign(ctx: SyncContext, rel: str, s: os.stat_result | None,
+             d: os.stat_result | None, live_dev: int) -> bool:
+    """Not part of the tree: the snapshot store itself, a nested subvolume or mount on
+    the live side, another mount on the side being saved."""
+    if rel in ctx.exclude:
+        return True
+    if d is not None and stat.S_ISDIR(d.st_mode) and d.st_dev != live_dev:
+        return True
+    return (s is not None and stat.S_ISDIR(s.st_mode) and ctx.src_dev is not None
+            and s.st_dev != ctx.src_dev)
 
 
 def _unchanged(ctx: SyncContext, s: os.stat_result, d: os.stat_result) -> bool:
@@ -74,20 +87,15 @@ def sync_entry(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str
     relative to the live root (for the hard-link map and reports)."""
     s = fileops.lstat_at(src_dir, name)
     d = fileops.lstat_at(dst_dir, name)
-    if ctx.on_entry is not None:
-        ctx.on_entry(rel)
+    if _foreign(ctx, rel, s, d, live_dev):
+        ctx.skipped.append(rel)
+        return
     if s is None:
         if d is not None:
             fileops.remove_tree_at(dst_dir, name, live_dev)
             ctx.changed += 1
         return
-    if d is not None and stat.S_ISDIR(d.st_mode) and d.st_dev != live_dev:
-        ctx.skipped.append(rel)  # a nested subvolume or mount point: not ours to touch
-        return
     if stat.S_ISDIR(s.st_mode):
-        if ctx.src_dev is not None and s.st_dev != ctx.src_dev:
-            ctx.skipped.append(rel)
-            return
         _sync_dir(ctx, src_dir, dst_dir, name, rel, s, d, live_dev)
         return
     if d is not None and _unchanged(ctx, s, d):

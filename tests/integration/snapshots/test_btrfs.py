@@ -256,3 +256,29 @@ def test_record_type_is_pydantic(btrfs: Rig) -> None:
     rec = btrfs.engine.create_snapshot("data")
     assert isinstance(rec, SnapshotRecord)
     assert SnapshotRecord.model_validate_json(rec.model_dump_json()) == rec
+
+
+def test_snapshot_dir_inside_the_subvolume(tmp_path: Path, btrfs_mnt: Path) -> None:
+    """Like a root config with /.ose-snapshots: the snapshots are nested subvolumes of
+    the live one; undo, diff and the copies leave them alone."""
+    from oseprovd.snapshots.models import SnapshotConfig
+    from tests.integration.snapshots.conftest import make_engine
+
+    btrfs_cli("subvolume", "create", "--", str(btrfs_mnt / "r"))
+    cfg = SnapshotConfig(name="r", backend="btrfs", path=btrfs_mnt / "r",
+                         snapshot_dir=btrfs_mnt / "r" / ".ose-snapshots")
+    engine, *_ = make_engine(tmp_path, [cfg], tag="r")
+    oddtree.build(cfg.path)
+    s1 = engine.create_snapshot("r")  # (makes .ose-snapshots first: the root's mtime)
+    before = manifest(cfg.path, exclude=(b".ose-snapshots",))
+    oddtree.change(cfg.path)
+    s2 = engine.create_snapshot("r")
+    assert not any(e.path.startswith(".ose-snapshots") for e in engine.diff(s1.id))
+    engine.undo(s1.id, ["."])
+    assert differences(before, manifest(cfg.path, exclude=(b".ose-snapshots",))) == []
+    for rec in (s1, s2):
+        engine.backends["btrfs"].verify(cfg, rec)
+    from oseprovd.snapshots.errors import RollbackNotPossible
+
+    with pytest.raises(RollbackNotPossible):
+        engine.rollback(s1.id)

@@ -116,3 +116,20 @@ def test_refusals(copy_rig: Rig, tmp_path: Path) -> None:
     with pytest.raises(NotRecorded):
         copy_rig.engine.rollback("etc-7")
     assert os.listdir(outside) == []
+
+
+def test_whole_tree_with_store_inside(tmp_path: Path) -> None:
+    with loop_fs(tmp_path, "xfs") as mnt:
+        cfg = SnapshotConfig(name="all", backend="copy", path=mnt / "tree",
+                             snapshot_dir=mnt / "tree" / ".store", whole_paths=(".",))
+        engine, *_ = make_engine(tmp_path, [cfg])
+        oddtree.build(cfg.path)
+        engine.backends["copy"].prepare(cfg)
+        before = manifest(cfg.path, exclude=(b".store",))
+        rec = engine.create_snapshot("all")
+        oddtree.change(cfg.path)
+        assert not any(e.path.startswith(".store") for e in engine.diff(rec.id))
+        with pytest.raises(InvalidArguments):
+            engine.will_change(rec.id, [".store/x"])
+        engine.rollback(rec.id)
+        assert differences(before, manifest(cfg.path, exclude=(b".store",))) == []
