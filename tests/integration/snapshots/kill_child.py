@@ -1,7 +1,7 @@
-"""Run one rollback and SIGKILL ourselves at a chosen journal step.
+"""Run one rollback (or undo) and SIGKILL ourselves at a chosen journal step.
 
 argv[1] is a JSON spec: {"configs": [...], "db": ..., "journal": ..., "snapshot": ...,
-"kill_at": N, "when": "before" | "after"}: die just before (or just after) writing the
+"kill_at": N, "when": "before" | "after", "undo": null | [paths]}: die just before (or just after) writing the
 N-th journal entry, i.e. at a step boundary, like a daemon killed there.
 """
 
@@ -45,7 +45,10 @@ def main() -> None:
     journal = KillingJournal(FileJournal(spec["journal"]), spec["kill_at"], spec["when"])
     engine = SnapshotEngine({c.name: c for c in configs}, repo,
                             {"btrfs": BtrfsBackend(), "copy": CopyBackend()}, journal)
-    engine.rollback(spec["snapshot"])
+    if spec.get("undo") is not None:
+        engine.undo(spec["snapshot"], spec["undo"])
+    else:
+        engine.rollback(spec["snapshot"])
     print(journal.n)
 
 

@@ -27,10 +27,11 @@ CHILD = Path(__file__).with_name("kill_child.py")
 
 
 def _run_child(configs: list[SnapshotConfig], db: Path, journal: Path, snapshot: str,
-               kill_at: int, when: str) -> subprocess.CompletedProcess[str]:
+               kill_at: int, when: str,
+               undo: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     spec = {"configs": [c.model_dump(mode="json") for c in configs], "db": str(db),
             "journal": str(journal), "snapshot": snapshot, "kill_at": kill_at,
-            "when": when}
+            "when": when, "undo": undo}
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, str(CHILD), json.dumps(spec)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
@@ -130,13 +131,44 @@ def test_copy_rollback_killed_anywhere(tmp_path: Path) -> None:
             rec = engine.create_snapshot(cfg.name)
             engine.will_change(rec.id, TOUCHED)
             oddtree.change(cfg.path)
+            after = manifest(cfg.path)
             n_steps = 40  # a copy restore journals one entry per saved path
-            kill_at = rng.randint(1, n_steps)
-            child = _run_child([cfg], db, journal.path, rec.id, kill_at,
-                               rng.choice(["before", "after"]))
+            kill_at = rng.randint(1, n_steps) if i else 1
+            when = rng.choice(["before", "after"]) if i else "before"
+            child = _run_child([cfg], db, journal.path, rec.id, kill_at, when)
             assert child.returncode in (0, -9), child.stderr
             engine2, *_ = make_engine(tmp_path, [cfg], tag=cfg.name)
             engine2.recover(read_journal(journal.path))
-            assert differences(before, manifest(cfg.path)) == [], f"run {i} at {kill_at}"
+            expected = after if (kill_at, when) == (1, "before") else before
+            assert differences(expected, manifest(cfg.path)) == [], f"run {i} at {kill_at}"
             leftovers = [p for p in cfg.path.rglob(".ose-tmp-*")]
             assert leftovers == []
+
+
+def test_btrfs_undo_killed_anywhere(tmp_path: Path) -> None:
+    rng = random.Random(int(os.environ.get("OSE_KILL_SEED", "4")))
+    paths = [".", "plain.txt", "sub dir", os.fsdecode(oddtree.ODD), "created dir"]
+    with loop_fs(tmp_path, "btrfs") as mnt:
+        for i in range(6):
+            name = f"u{i}"
+            btrfs_cli("subvolume", "create", "--", str(mnt / name))
+            cfg = SnapshotConfig(name=name, backend="btrfs", path=mnt / name,
+                                 snapshot_dir=mnt / f".snap-{name}")
+            engine, journal, _, db = make_engine(tmp_path, [cfg], tag=name)
+            oddtree.build(cfg.path)
+            before = manifest(cfg.path)
+            rec = engine.create_snapshot(name)
+            oddtree.change(cfg.path)
+            after = manifest(cfg.path)
+            # undo.begin, one entry per path, undo.done
+            kill_at = rng.randint(1, len(paths) + 2) if i else 1
+            when = rng.choice(["before", "after"]) if i else "before"
+            order = rng.sample(paths, len(paths))
+            child = _run_child([cfg], db, journal.path, rec.id, kill_at, when, undo=order)
+            assert child.returncode in (0, -9), child.stderr
+            engine2, *_ = make_engine(tmp_path, [cfg], tag=name)
+            engine2.recover(read_journal(journal.path))
+            # killed before the undo was journaled: nothing happened; else it is finished
+            expected = after if (kill_at, when) == (1, "before") else before
+            assert differences(expected, manifest(cfg.path)) == [], f"run {i} at {kill_at}"
+            assert not list(cfg.path.rglob(".ose-tmp-*"))
