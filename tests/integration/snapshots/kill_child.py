@@ -1,8 +1,9 @@
 """Run one rollback (or undo) and SIGKILL ourselves at a chosen journal step.
 
 argv[1] is a JSON spec: {"configs": [...], "db": ..., "journal": ..., "snapshot": ...,
-"kill_at": N, "when": "before" | "after", "undo": null | [paths]}: die just before (or just after) writing the
-N-th journal entry, i.e. at a step boundary, like a daemon killed there.
+"kill_at": N, "when": "before" | "after", "undo": null | [paths]}: die just before
+(or just after) writing the N-th journal entry, i.e. at a step boundary, like a daemon
+killed there.
 """
 
 from __future__ import annotations
