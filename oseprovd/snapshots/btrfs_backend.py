@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from oseprovd.errors import OseError
 from oseprovd.snapshots import treesync
 from oseprovd.snapshots.backend import CreatedSnapshot
 from oseprovd.snapshots.diff import diff_dirs
@@ -224,7 +225,8 @@ class BtrfsBackend:
             live = self._open_live(config)
             try:
                 ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=True,
-                                           exclude=config.excluded())
+                                           exclude=config.excluded(),
+                                           find_live_link=_link_finder(snap, live))
                 treesync.restore_paths(
                     ctx, snap, live, parts,
                     before_each=lambda rel: journal.record("btrfs.undo.path",
@@ -440,6 +442,38 @@ class BtrfsBackend:
             return RecoveryOutcome(op=op, action="rollback", outcome="reverted")
         finally:
             os.close(sdir)
+
+
+def _link_finder(snap: int, live: int) -> Callable[[os.stat_result], str | None]:
+    """A live name of a snapshot inode, if that inode still has the snapshot's content
+    and metadata in the live subvolume (a snapshot shares inode numbers with its
+    origin). ctime can't tell: unlinking another name changes it."""
+
+    def find(s: os.stat_result) -> str | None:
+        try:
+            names = btrfs.ino_paths(snap, s.st_ino)
+        except OSError:
+            return None
+        for raw in names:
+            rel = os.fsdecode(raw)
+            try:
+                parts = split_rel(rel)
+                parent = treesync.walk_dir(live, parts[:-1]) if parts else None
+            except OseError:
+                continue
+            if parent is None:
+                continue
+            try:
+                st = fileops.lstat_at(parent, parts[-1])
+            finally:
+                os.close(parent)
+            if st is not None and stat.S_ISREG(st.st_mode) and (
+                    st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid, st.st_gid
+            ) == (s.st_ino, s.st_mtime_ns, s.st_size, s.st_mode, s.st_uid, s.st_gid):
+                return rel
+        return None
+
+    return find
 
 
 class _NullJournal:

@@ -48,6 +48,9 @@ class SyncContext:
     keep_extra: bool = False
     # Paths (relative to the tree) that are not part of it: the snapshot dir inside it.
     exclude: frozenset[str] = frozenset()
+    # For a saved inode with other names: a live name still holding that very inode,
+    # unchanged (btrfs: resolved with INO_PATHS), so a partial restore relinks to it.
+    find_live_link: Callable[[os.stat_result], str | None] | None = None
 
     run: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -103,6 +106,11 @@ def sync_entry(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str
             ctx.links.setdefault((s.st_dev, s.st_ino), rel)
         return
     key = (s.st_dev, s.st_ino)
+    if (stat.S_ISREG(s.st_mode) and s.st_nlink > 1 and key not in ctx.links
+            and ctx.find_live_link is not None):
+        found = ctx.find_live_link(s)
+        if found is not None:
+            ctx.links[key] = found
     if stat.S_ISREG(s.st_mode) and key in ctx.links:
         _relink(ctx, dst_dir, name, d, live_dev, ctx.links[key])
         return

@@ -15,9 +15,12 @@ interpreter (Debian's 3.11) that the venv was made from.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import importlib.machinery
 import importlib.util
 import os
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,3 +164,18 @@ def set_default_subvolume(path: PathOrFd, subvol_id: int) -> None:
 
 def sync(path: PathOrFd) -> None:
     _call("sync", path)
+
+
+# BTRFS_IOC_INO_PATHS = _IOWR(0x94, 35, struct btrfs_ioctl_ino_path_args (56 bytes)):
+# every path of an inode inside the subvolume of `fd`. libbtrfsutil has no binding.
+_IOC_INO_PATHS = 0xC0389423
+
+
+def ino_paths(fd: int, ino: int, size: int = 65536) -> list[bytes]:
+    """The names (relative to the subvolume root) of inode `ino` in fd's subvolume."""
+    buf = ctypes.create_string_buffer(size)
+    args = bytearray(struct.pack("QQ4QQ", ino, size, 0, 0, 0, 0, ctypes.addressof(buf)))
+    fcntl.ioctl(fd, _IOC_INO_PATHS, args)
+    _left, _missing, count, _missed = struct.unpack_from("IIII", buf.raw, 0)
+    offsets = struct.unpack_from(f"{count}Q", buf.raw, 16)
+    return [buf.raw[16 + off:].split(b"\0", 1)[0] for off in offsets]

@@ -86,6 +86,9 @@ def test_undo_some_paths_changes_only_those(btrfs: Rig) -> None:
             assert now["entries"].get(path) == after["entries"].get(path), path
     # the root dir's times were not touched by the undo
     assert now["entries"][b"."] == after["entries"][b"."]
+    # "sub dir/hl_b" is a hard link of hl_a and hl_c again (they were not undone, but
+    # still hold the snapshot's inode)
+    assert now["links"] == before["links"]
 
 
 def test_diff_matches_independent_comparison(btrfs: Rig) -> None:
