@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> None:
             "bus": args.bus, "root": args.root, "state_dir": args.state_dir,
             "log_level": args.log_level, "test_interface": args.test_interface,
         })
-    except OseError as exc:
+    except OseError as exc:  # a bad config file is a usage error, like a bad flag
         print(f"oseprovd: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
     setup_logging(settings.log_level)
     try:
         code = run(settings)

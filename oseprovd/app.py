@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -28,7 +29,7 @@ from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
 from oseprovd.notify import notify, watchdog_interval, watchdog_loop
 from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
-from oseprovd.store.jobs import JobRepository
+from oseprovd.store.jobs import JobRecord, JobRepository
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,26 @@ SHUTDOWN_JOB_GRACE = 5.0  # seconds for running jobs to reach a checkpoint on SI
 
 async def _disconnected(bus: MessageBus) -> None:
     await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+
+class StatusLine:
+    """Keeps systemd's STATUS= line current: `systemctl status oseprovd` shows the jobs."""
+
+    def __init__(self, jobs: JobManager) -> None:
+        self._jobs = jobs
+
+    def _update(self) -> None:
+        n = self._jobs.running_count
+        notify(f"STATUS=Ready; {n} job{'s' if n != 1 else ''} running")
+
+    def job_created(self, job: JobRecord) -> None:
+        self._update()
+
+    def job_changed(self, job: JobRecord, fields: set[str]) -> None:
+        pass
+
+    def job_finished(self, job: JobRecord) -> None:
+        self._update()
 
 
 class StartupError(Exception):
@@ -94,6 +115,7 @@ class Daemon:
         )
         exporter = JobExporter(bus, ctx, jobs)
         jobs.add_listener(exporter)
+        jobs.add_listener(StatusLine(jobs))
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features=[])),
         ]
@@ -109,7 +131,10 @@ class Daemon:
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise StartupError(f"the name {BUS_NAME} is already owned by another process "
                                "(is oseprovd already running?)")
-        notify("READY=1\nSTATUS=Ready")
+        # Everything built so far lives as long as the daemon: keep it out of the cyclic
+        # collector's way, which otherwise rescans it on every full collection.
+        gc.freeze()
+        notify("READY=1\nSTATUS=Ready; 0 jobs running")
         log.info("ready on the bus as %s%s", BUS_NAME,
                  f"; jobs {interrupted} were interrupted" if interrupted else "",
                  extra={"MESSAGE_ID": MSG_READY})

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from oseprovd.errors import Busy, Cancelled, NotFound, OseError, ShuttingDown
+from oseprovd.log import MSG_JOB
 from oseprovd.store.jobs import JobRecord, JobRepository, JobState, JobStep
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class JobManager:
         ids = self.repo.mark_interrupted()
         for job_id in ids:
             log.warning("job %d was interrupted by a daemon stop", job_id,
-                        extra={"JOB_ID": job_id})
+                        extra={"MESSAGE_ID": MSG_JOB, "JOB_ID": job_id,
+                               "OSE_JOB_STATE": "interrupted"})
         self.repo.prune(self.keep_finished)
         return ids
 
@@ -132,6 +134,9 @@ class JobManager:
         ctx = JobContext(self, job)
         if exclusive is not None:
             self._exclusive[exclusive] = job.id
+        log.info("job %d (%s) started by uid %d", job.id, operation, caller_uid,
+                 extra={"MESSAGE_ID": MSG_JOB, "JOB_ID": job.id, "OSE_UID": caller_uid,
+                        "OSE_OPERATION": operation, "OSE_JOB_STATE": "queued"})
         task = asyncio.get_running_loop().create_task(self._run(ctx, run))
         self._running[job.id] = (ctx, task)
         for listener in self._listeners:
@@ -164,6 +169,10 @@ class JobManager:
             job.error_message = "an internal error stopped the job; see the daemon's journal"
         job.finished = time.time()
         self.repo.save(job)
+        log.info("job %d (%s) %s%s", job.id, job.operation, job.state.value,
+                 f": {job.error_message}" if job.error_message else "",
+                 extra={"MESSAGE_ID": MSG_JOB, "JOB_ID": job.id, "OSE_UID": job.caller_uid,
+                        "OSE_OPERATION": job.operation, "OSE_JOB_STATE": job.state.value})
         del self._running[job.id]
         if job.exclusive is not None and self._exclusive.get(job.exclusive) == job.id:
             del self._exclusive[job.exclusive]

@@ -3,7 +3,8 @@ authorization, audit and error mapping.
 
 A handler is declared with `@exported(action)` or `@exported(public=True)` under
 dbus-fast's `@method()`. Inside, it validates its arguments into a pydantic model, then
-calls `await authorize(request)`, then acts. A non-public handler that returns without
+calls `await authorize(request)`, then acts. A public method that only reads local state
+may be a plain function and skip `authorize()`. A non-public handler that returns without
 having authorized is a bug and answers Internal; a method without a declaration stops
 the daemon at start (see `check_declarations`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -102,6 +104,9 @@ def exported(action: str | None = None, *, public: bool = False,
     policy = Policy(None if public else action, expensive)
 
     def decorate(fn: F) -> F:
+        if not inspect.iscoroutinefunction(fn):
+            return _exported_sync(fn, policy)
+
         @functools.wraps(fn)
         async def wrapper(self: HasBusContext, *args: Any) -> Any:
             msg = current_message.get()
@@ -138,6 +143,24 @@ def exported(action: str | None = None, *, public: bool = False,
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _exported_sync(fn: F, policy: Policy) -> F:
+    """A public, cheap, local read (GetStatus, GetJob) may be a plain function: dbus-fast
+    then answers it inline, without a task and the loop turns that costs. It has nothing
+    to authorize, audit or rate-limit, so it only needs the error mapping."""
+    if policy.action is not None or policy.expensive:
+        raise TypeError(f"{fn.__name__}: only public, inexpensive methods may be synchronous")
+
+    @functools.wraps(fn)
+    def wrapper(self: HasBusContext, *args: Any) -> Any:
+        try:
+            return fn(self, *args)
+        except BaseException as exc:
+            raise to_dbus_error(exc, f"{self.name}.{fn.__name__}") from None
+
+    wrapper.__ose_policy__ = policy  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
 
 
 def _release_pending(ctx: BusContext, sender: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
 import signal
 import socket
@@ -312,25 +311,34 @@ def test_properties_changed_is_throttled(ose_daemon):
 
     times = asyncio.run(watch())
     assert len(times) >= 5  # progress was reported
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.09  # at most ~10 per second, whatever the job's pace
+    # At most ten a second, whatever the job's pace (2000 steps in 2 s): counted over any
+    # one-second window at the receiver, which tolerates delivery jitter of single signals.
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 11, busiest
 
 
-def test_ready_and_watchdog_notifications(ose_daemon, tmp_path):
+def test_ready_status_and_watchdog_notifications(ose_daemon, tmp_path):
     sock_path = tmp_path / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
-        d = ose_daemon.start(start=False)
-        d.env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+        d = ose_daemon.start(start=False, extra_args=["--test-interface"])
+        d.env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
         d.start()
         sock.settimeout(5)
-        seen = []
-        deadline = time.monotonic() + 5
-        while not ("READY=1" in "".join(seen) and "WATCHDOG=1" in "".join(seen)):
-            assert time.monotonic() < deadline, seen
-            seen.append(sock.recv(4096).decode())
-        # READY=1 only after the name is owned: it is owned now, by this very process.
+
+        def wait_for(text: str) -> None:
+            seen = []
+            deadline = time.monotonic() + 5
+            while text not in "".join(seen):
+                assert time.monotonic() < deadline, seen
+                seen.append(sock.recv(4096).decode())
+
+        wait_for("READY=1")
+        # READY=1 came only after the name was owned: it is owned now, by this process.
         assert manager_call(d.bus_address, "GetStatus")[0]["version"].value
+        wait_for("WATCHDOG=1")
+        start_demo(d.bus_address, seconds=30.0, steps=3)
+        wait_for("STATUS=Ready; 1 job running")
 
 
 @pytest.mark.parametrize("member,sig,body", [
@@ -355,5 +363,5 @@ def test_bad_calls_get_named_errors_without_traceback(ose_daemon, member, sig, b
 def test_daemon_module_has_no_traceback_on_bad_flags():
     proc = subprocess.run([sys.executable, "-m", "oseprovd", "--config", "/nonexistent.toml"],
                           capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip() == "oseprovd: config file /nonexistent.toml does not exist"

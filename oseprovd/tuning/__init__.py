@@ -1,0 +1,1 @@
+"""Tuning engine: hardware-aware profiles applied, verified and reverted exactly."""

@@ -1,0 +1,415 @@
+"""The tuning engine: plan, apply, verify, revert, recover, recommend, hold.
+
+Every original value is recorded in the journal (fsynced) before its knob is written, so
+a process killed at any point can be rolled back by recover(). After each finished
+operation the journal is compacted to one "state" entry: the active profile, its targets
+and the originals still to restore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from oseprovd import errors
+from oseprovd.tuning.facts import MachineFacts
+from oseprovd.tuning.families import KnobFactory
+from oseprovd.tuning.journal import Journal
+from oseprovd.tuning.knob import DriftItem, KnobOutcome, PlanItem, Setting
+from oseprovd.tuning.models import (
+    ApplyResult,
+    Candidate,
+    HoldInfo,
+    Plan,
+    ProfileInfo,
+    Recommendation,
+    RecoveryResult,
+    RestoreOutcome,
+    RevertResult,
+    VerifyResult,
+)
+from oseprovd.tuning.network import ModuleLoader
+from oseprovd.tuning.profiles import ProfileCatalog, check_name
+from oseprovd.tuning.roots import TuningRoots
+
+DEFAULT_PROFILE = "balanced"
+MAX_HOLDS = 64
+
+
+@dataclass
+class TuningState:
+    """What the journal says: the active profile and what it changed."""
+
+    active: str | None = None
+    targets: dict[str, str] = field(default_factory=dict)
+    originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # capture order
+    pending: str | None = None  # "apply" or "revert" when one did not finish
+    pending_profile: str | None = None
+
+
+def replay(entries: list[tuple[str, dict[str, Any]]]) -> TuningState:
+    st = TuningState()
+    for step, data in entries:
+        if step == "state":
+            st = TuningState(
+                active=data.get("profile"),
+                targets=dict(data.get("targets", {})),
+                originals={k: v for k, v in data.get("originals", [])},
+            )
+        elif step == "apply-begin":
+            st.pending, st.pending_profile = "apply", data.get("profile")
+        elif step == "original":
+            st.originals.setdefault(data["knob"], data["saved"])
+        elif step == "apply-commit":
+            st.active, st.targets = data["profile"], dict(data["targets"])
+            st.pending = st.pending_profile = None
+        elif step == "revert-begin":
+            st.pending, st.pending_profile = "revert", st.active
+        elif step == "restored":
+            st.originals.pop(data["knob"], None)
+            st.targets.pop(data["knob"], None)
+        elif step in ("revert-commit", "revert-partial"):
+            st.active, st.targets = None, {}
+            st.pending = st.pending_profile = None
+            if step == "revert-commit":
+                st.originals = {}
+    return st
+
+
+def snapshot(st: TuningState) -> list[tuple[str, dict[str, Any]]]:
+    if st.active is None and not st.originals:
+        return []
+    return [("state", {
+        "profile": st.active,
+        "targets": st.targets,
+        "originals": [[k, v] for k, v in st.originals.items()],
+    })]
+
+
+def _digest(items: list[PlanItem]) -> str:
+    body = json.dumps([i.model_dump() for i in items], sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _power_refusal(
+    facts: MachineFacts, blocked: list[str], reverted: str | None = None
+) -> errors.Busy:
+    done = f" {reverted} was reverted." if reverted else ""
+    return errors.Busy(
+        f"{', '.join(facts.power_managers)} is active and manages CPU power; tuning will "
+        f"not fight it ({', '.join(blocked)}).{done} Stop it, or apply with the skip-power "
+        "option to leave power settings alone."
+    )
+
+
+class TuningEngine:
+    def __init__(
+        self,
+        roots: TuningRoots,
+        journal: Journal,
+        catalog: ProfileCatalog,
+        loader: ModuleLoader,
+        disk_devices: list[str] | None = None,
+    ) -> None:
+        """disk_devices: glob patterns of the block devices to tune (default: all real
+        disks; loop, ram and zram devices only when named here)."""
+        self.journal = journal
+        self.catalog = catalog
+        self.knobs = KnobFactory(roots, loader, disk_devices)
+        self._lock = threading.RLock()
+        self._holds: dict[int, HoldInfo] = {}
+        self._next_cookie = 1
+        self._base: str | None = None  # what the user chose, restored when holds end
+
+    # ---- reading -------------------------------------------------------------------
+
+    def state(self) -> TuningState:
+        return replay(self.journal.entries())
+
+    @property
+    def active_profile(self) -> str | None:
+        return self.state().active
+
+    def list_profiles(self) -> list[ProfileInfo]:
+        return [self.get_profile(n) for n in self.catalog.names()]
+
+    def get_profile(self, name: str) -> ProfileInfo:
+        p = self.catalog.get(name)
+        return ProfileInfo(name=p.name, description=p.meta.description, origin=p.origin,
+                           includes=self.catalog.includes(name), priority=p.meta.priority)
+
+    def plan(self, profile: str, facts: MachineFacts, skip_power: bool = False) -> Plan:
+        return self._plan(profile, facts, skip_power)[0]
+
+    def _plan(
+        self, profile: str, facts: MachineFacts, skip_power: bool
+    ) -> tuple[Plan, list[Setting], list[str]]:
+        check_name(profile)
+        settings = self.knobs.expand(profile, self.catalog.resolve(profile, facts))
+        items: list[PlanItem] = []
+        blocked: list[str] = []
+        for s in settings:
+            current = s.knob.read()
+            reason = ""
+            if current is None:
+                reason = getattr(s.knob, "reason", "does not exist on this machine")
+            else:
+                reason = s.knob.not_applicable_reason(s.target) or ""
+            applicable = not reason
+            change = applicable and not s.knob.same(current, s.target)
+            if change and s.knob.power and facts.power_managers:
+                managers = ", ".join(facts.power_managers)
+                reason = f"managed by {managers}: left alone"
+                applicable = change = False
+                if not skip_power:
+                    blocked.append(s.knob.id)
+            items.append(PlanItem(knob=s.knob.id, family=s.knob.family, current=current,
+                                  target=s.target, applicable=applicable, change=change,
+                                  reason=reason, source=s.source))
+        previous = self.state().active
+        plan = Plan(profile=profile, items=items, digest=_digest(items),
+                    previous_profile=previous if previous != profile else None)
+        return plan, settings, blocked
+
+    def verify(self) -> VerifyResult:
+        st = self.state()
+        items: list[DriftItem] = []
+        for knob_id, target in st.targets.items():
+            knob = self.knobs.from_id(knob_id)
+            current = knob.read()
+            if current is None:
+                status = "not-applicable"
+            else:
+                status = "ok" if knob.same(current, target) else "drifted"
+            items.append(DriftItem(knob=knob_id, target=target, current=current, status=status))
+        return VerifyResult(profile=st.active, items=items,
+                            drifted=sum(i.status == "drifted" for i in items))
+
+    def recommend(self, facts: MachineFacts) -> Recommendation:
+        candidates: list[Candidate] = []
+        for name in self.catalog.names():
+            meta = self.catalog.get(name).meta
+            if meta.recommend is None:
+                continue
+            reasons = meta.recommend.explain(facts)
+            candidates.append(Candidate(profile=name, priority=meta.priority,
+                                        matched=all(r.ok for r in reasons), reasons=reasons))
+        candidates.sort(key=lambda c: (-c.priority, c.profile))
+        best = next((c for c in candidates if c.matched), None)
+        if best is None:
+            return Recommendation(profile=DEFAULT_PROFILE, reasons=[], candidates=candidates,
+                                  summary=f"{DEFAULT_PROFILE}: no more specific profile fits")
+        why = "; ".join(f"{r.fact} is {r.value} ({r.expected})" for r in best.reasons)
+        return Recommendation(profile=best.profile, reasons=best.reasons, candidates=candidates,
+                              summary=f"{best.profile}: {why or 'the default'}")
+
+    # ---- changing ------------------------------------------------------------------
+
+    def apply(
+        self,
+        profile: str,
+        facts: MachineFacts,
+        dry_run: bool = False,
+        skip_power: bool = False,
+        expected_digest: str | None = None,
+    ) -> ApplyResult:
+        """Apply a profile (user's choice: this ends any holds)."""
+        with self._lock:
+            result = self._apply(profile, facts, dry_run, skip_power, expected_digest)
+            if not dry_run:
+                self._holds.clear()
+                self._base = profile
+            return result
+
+    def _apply(
+        self,
+        profile: str,
+        facts: MachineFacts,
+        dry_run: bool,
+        skip_power: bool,
+        expected_digest: str | None,
+    ) -> ApplyResult:
+        if not dry_run and self.state().pending:
+            self._recover()
+        plan, settings, blocked = self._plan(profile, facts, skip_power)
+        if dry_run:
+            return ApplyResult(profile=profile, dry_run=True, plan=plan)
+        if blocked:
+            raise _power_refusal(facts, blocked)
+        if expected_digest is not None and expected_digest != plan.digest:
+            raise errors.InvalidArguments(
+                "the machine changed since this plan was shown; preview it again")
+        st = self.state()
+        reverted: str | None = None
+        if st.originals and st.active != profile:
+            result = self._revert(st)
+            if not result.complete:
+                raise errors.OseError(
+                    f"could not revert profile {st.active} before switching; "
+                    "see Verify and try Revert again")
+            reverted, st = st.active, self.state()
+            # The old profile's values are gone: plan again against what is there now,
+            # so "unchanged" and the power-manager check are judged on the real state.
+            plan, settings, blocked = self._plan(profile, facts, skip_power)
+            if blocked:
+                raise _power_refusal(facts, blocked, reverted)
+
+        txn = uuid.uuid4().hex
+        targets = {i.knob: i.target for i in plan.items if i.applicable}
+        self.journal.record("apply-begin", {"txn": txn, "profile": profile, "targets": targets})
+        # Same profile again: knobs it no longer wants (facts changed) go back first.
+        # One that cannot be restored now keeps its original for the next revert.
+        for knob_id in [k for k in reversed(st.originals) if k not in targets]:
+            if self._restore_one(knob_id, st.originals[knob_id])[0] != "failed":
+                del st.originals[knob_id]
+                self.journal.record("restored", {"txn": txn, "knob": knob_id})
+        outcomes = [self._apply_one(txn, s, i, st) for s, i in zip(settings, plan.items,
+                                                                     strict=True)]
+        self.journal.record("apply-commit", {"txn": txn, "profile": profile, "targets": targets})
+        self.journal.replace(snapshot(self.state()))
+        return ApplyResult(profile=profile, dry_run=False, plan=plan, outcomes=outcomes,
+                           reverted_previous=reverted,
+                           complete=all(o.status in ("changed", "unchanged", "not-applicable")
+                                        for o in outcomes))
+
+    def _apply_one(self, txn: str, s: Setting, item: PlanItem, st: TuningState) -> KnobOutcome:
+        knob = s.knob
+        if not item.applicable:
+            return KnobOutcome(knob=knob.id, target=s.target, before=item.current,
+                               after=item.current, status="not-applicable", detail=item.reason)
+        before = knob.read()
+        if knob.same(before, s.target):
+            return KnobOutcome(knob=knob.id, target=s.target, before=before, after=before,
+                               status="unchanged")
+        if knob.id not in st.originals:
+            saved = knob.capture()
+            self.journal.record("original", {"txn": txn, "knob": knob.id, "saved": saved})
+            st.originals[knob.id] = saved
+        try:
+            knob.write(s.target)
+        except OSError as e:
+            self.journal.record("written", {"txn": txn, "knob": knob.id, "took": False})
+            return KnobOutcome(knob=knob.id, target=s.target, before=before, after=knob.read(),
+                               status="failed", detail=f"the kernel refused it: {e.strerror}")
+        except errors.OseError as e:
+            self.journal.record("written", {"txn": txn, "knob": knob.id, "took": False})
+            return KnobOutcome(knob=knob.id, target=s.target, before=before, after=knob.read(),
+                               status="failed", detail=str(e))
+        after = knob.read()
+        took = knob.same(after, s.target)
+        self.journal.record("written", {"txn": txn, "knob": knob.id, "took": took})
+        return KnobOutcome(knob=knob.id, target=s.target, before=before, after=after,
+                           status="changed" if took else "did-not-take",
+                           detail="" if took else "read back a different value")
+
+    def revert(self) -> RevertResult:
+        """Restore every original value, the exact bytes that were there."""
+        with self._lock:
+            self._holds.clear()
+            self._base = None
+            return self._revert(self.state())
+
+    def _revert(self, st: TuningState) -> RevertResult:
+        if not st.originals and st.active is None:
+            return RevertResult(profile=None, outcomes=[], complete=True)
+        txn = uuid.uuid4().hex
+        self.journal.record("revert-begin", {"txn": txn, "profile": st.active})
+        failed: dict[str, str] = {}
+        outcomes: dict[str, RestoreOutcome] = {}
+        # Reverse order: EPP before governor and so on; a second pass catches knobs
+        # that depend on one restored later (intel_pstate refuses EPP under
+        # "performance").
+        for _ in range(2):
+            for knob_id, saved in reversed(list(st.originals.items())):
+                if knob_id in outcomes and knob_id not in failed:
+                    continue
+                status, detail, original = self._restore_one(knob_id, saved)
+                ok = status != "failed"
+                outcomes[knob_id] = RestoreOutcome(knob=knob_id, original=original,
+                                                   status=status, detail=detail)
+                if ok:
+                    failed.pop(knob_id, None)
+                    self.journal.record("restored", {"txn": txn, "knob": knob_id})
+                else:
+                    failed[knob_id] = detail
+            if not failed:
+                break
+        complete = not failed
+        self.journal.record("revert-commit" if complete else "revert-partial", {"txn": txn})
+        self.journal.replace(snapshot(self.state()))
+        return RevertResult(profile=st.active, outcomes=list(outcomes.values()),
+                            complete=complete)
+
+    def _restore_one(self, knob_id: str, saved: dict[str, Any]) -> tuple[str, str, str | None]:
+        """(status, detail, original) of putting one knob back."""
+        try:
+            knob = self.knobs.from_id(knob_id)
+        except (ValueError, errors.OseError) as e:
+            return "failed", f"unknown knob in the journal: {e}", None
+        original = knob.display(saved)
+        if knob.read() is None and saved.get("value") is not None:
+            # The device or module went away: nothing is left to restore.
+            return "gone", "no longer exists on this machine", original
+        try:
+            knob.restore(saved)
+        except (OSError, errors.OseError) as e:
+            return "failed", str(e), original
+        if not knob.is_restored(saved):
+            return "failed", "read back a different value", original
+        return "restored", "", original
+
+    def recover(self) -> RecoveryResult:
+        """At start: roll back an apply that did not finish, or finish a revert."""
+        with self._lock:
+            return self._recover()
+
+    def _recover(self) -> RecoveryResult:
+        st = self.state()
+        if st.pending is None:
+            return RecoveryResult(action="none", profile=st.active)
+        action = "rolled-back" if st.pending == "apply" else "finished-revert"
+        profile = st.pending_profile
+        return RecoveryResult(action=action, profile=profile, revert=self._revert(st))
+
+    # ---- holds ---------------------------------------------------------------------
+
+    def holds(self) -> list[HoldInfo]:
+        with self._lock:
+            return list(self._holds.values())
+
+    def hold(self, profile: str, reason: str, app_id: str, facts: MachineFacts) -> HoldInfo:
+        """Apply `profile` until release(cookie); the bus layer releases a hold when its
+        caller leaves the bus. The most recent hold wins."""
+        check_name(profile)
+        self.catalog.get(profile)
+        if len(reason) > 200 or len(app_id) > 200:
+            raise errors.InvalidArguments("reason and app_id are at most 200 characters")
+        with self._lock:
+            if len(self._holds) >= MAX_HOLDS:
+                raise errors.LimitExceeded(f"at most {MAX_HOLDS} holds at a time")
+            if not self._holds:
+                self._base = self.state().active
+            self._apply(profile, facts, False, False, None)
+            info = HoldInfo(cookie=self._next_cookie, profile=profile, reason=reason,
+                            app_id=app_id)
+            self._next_cookie += 1
+            self._holds[info.cookie] = info
+            return info
+
+    def release(self, cookie: int, facts: MachineFacts) -> str | None:
+        """End a hold; the profile now in effect (the next hold's, or the user's choice)."""
+        with self._lock:
+            if self._holds.pop(cookie, None) is None:
+                raise errors.NotFound(f"no hold with cookie {cookie}")
+            effective = (list(self._holds.values())[-1].profile if self._holds
+                         else self._base)
+            if effective != self.state().active:
+                if effective is None:
+                    self._revert(self.state())
+                else:
+                    self._apply(effective, facts, False, False, None)
+            return effective
