@@ -16,6 +16,10 @@ SnapshotKind = Literal["single", "pre", "post"]
 CleanupAlgorithm = Literal["", "number", "timeline"]
 ChangeKind = Literal["created", "deleted", "content", "metadata"]
 NonNegative = Annotated[int, Field(ge=0)]
+# LVM names: letters, digits, + _ . -; not starting with "-" (an option) or "." (no "."
+# or ".."); at most 63 characters each here.
+LVM_NAME = r"[A-Za-z0-9+_][A-Za-z0-9+_.-]{0,62}"
+LVM_VOLUME = rf"^{LVM_NAME}/{LVM_NAME}$"
 
 
 class _Strict(BaseModel):
@@ -51,6 +55,8 @@ class SnapshotConfig(_Strict):
     root_subvolume: bool = False
     # copy only: paths recorded whole on every snapshot of this config.
     whole_paths: tuple[str, ...] = ()
+    # lvm only: the thin logical volume "vg/lv" whose filesystem is mounted at `path`.
+    volume: str | None = Field(None, pattern=LVM_VOLUME)
     retention: Retention = Retention()
 
     @field_validator("path", "snapshot_dir")
