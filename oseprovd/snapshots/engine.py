@@ -141,19 +141,30 @@ class SnapshotEngine:
         if len(userdata) > MAX_USERDATA:
             raise InvalidArguments(f"at most {MAX_USERDATA} userdata keys")
         with self._lock:
+            backend.prepare(cfg)
             number = self._next_number(cfg.name)
+            # A place already taken (a leftover, or made by hand) is never ours to reuse
+            # or to clean up: skip it, so recovery may delete whatever it finds.
+            while backend.describe(cfg, make_snapshot_id(cfg.name, number)) is not None:
+                number += 1
             snap_id = make_snapshot_id(cfg.name, number)
-            op = new_op()
-            self.journal.record("snapshot.create", {"op": op, "config": cfg.name,
-                                                    "snapshot": snap_id})
-            created = backend.create(cfg, snap_id)
+            # Validated before anything is made, so a bad description leaves no orphan.
             record = SnapshotRecord(
                 id=snap_id, config=cfg.name, number=number, backend=cfg.backend, kind=kind,
                 pre_id=pre_id, created=self.clock(), description=description,
                 userdata=userdata, job_id=job_id, important=important, cleanup=cleanup,
-                size=created.size, uuid=created.uuid,
             )
-            self.repo.add(record)
+            op = new_op()
+            begin = {"op": op, "config": cfg.name, "snapshot": snap_id}
+            self.journal.record("snapshot.create", begin)
+            try:
+                created = backend.create(cfg, snap_id)
+                record = record.model_copy(update={"uuid": created.uuid,
+                                                   "size": created.size})
+                self.repo.add(record)
+            except Exception:
+                self._recover_create(op, begin)  # remove what was made, if anything
+                raise
             self.journal.record("snapshot.created", {"op": op})
             if cfg.whole_paths:
                 backend.will_change(cfg, record, cfg.whole_paths, True)

@@ -285,3 +285,16 @@ def test_snapshot_dir_inside_the_subvolume(tmp_path: Path, btrfs_mnt: Path) -> N
 
     with pytest.raises(RollbackNotPossible):
         engine.rollback(s1.id)
+
+
+def test_taken_place_is_skipped_not_reused(btrfs: Rig) -> None:
+    oddtree.build(btrfs.live)
+    btrfs.engine.create_snapshot("data")
+    squatter = btrfs.config.snapshot_dir / "data-2"
+    btrfs_cli("subvolume", "create", "--", str(squatter))
+    (squatter / "mine").write_text("user data")
+    rec = btrfs.engine.create_snapshot("data")
+    assert rec.id == "data-3"
+    assert (squatter / "mine").read_text() == "user data"
+    assert btrfs.engine.recover(btrfs.journal.entries()) == []
+    assert (squatter / "mine").read_text() == "user data"

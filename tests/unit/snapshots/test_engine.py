@@ -150,3 +150,25 @@ def test_record_model_is_strict() -> None:
     with pytest.raises(ValueError):
         SnapshotRecord.model_validate({"id": "../x", "config": "root", "number": 1,
                                        "backend": "btrfs", "created": datetime.now(UTC)})
+
+
+def test_invalid_description_leaves_nothing() -> None:
+    engine, backend, journal = make()
+    with pytest.raises(ValueError):
+        engine.create_snapshot("root", "x" * 5000)
+    assert backend.saved == {} and engine.list_snapshots("root") == []
+    assert journal.entries == []
+
+
+def test_failed_create_is_cleaned_at_once() -> None:
+    engine, backend, journal = make()
+
+    def boom(config: object, snap_id: str) -> object:
+        backend.saved[snap_id] = ("half", {})
+        raise OSError("disk full")
+
+    backend.create = boom  # type: ignore[method-assign,assignment]
+    with pytest.raises(OSError):
+        engine.create_snapshot("root")
+    assert backend.saved == {}
+    assert engine.recover(journal.entries) == []
