@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 
 from oseprovd.snapshots.models import ChangeKind, DiffEntry
+from oseprovd.snapshots.treesync import check_depth
 from oseprovd.system import fileops
 
 _CHUNK = 1 << 20
@@ -61,6 +62,7 @@ def _metadata_changed(a_dir: int, b_dir: int, name: str, a: os.stat_result,
 
 def _all_under(dir_fd: int, name: str, rel: str, change: ChangeKind,
                dev: int) -> Iterator[DiffEntry]:
+    check_depth(rel)
     yield DiffEntry(path=rel, change=change)
     st = fileops.lstat_at(dir_fd, name)
     if st is None or not stat.S_ISDIR(st.st_mode) or st.st_dev != dev:
@@ -106,6 +108,7 @@ def _diff_subdir(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
 def diff_entry(a_dir: int, b_dir: int, name: str, rel: str, same_inodes: bool,
                a_dev: int, b_dev: int,
                exclude: frozenset[str] = frozenset()) -> Iterator[DiffEntry]:
+    check_depth(rel)
     a = fileops.lstat_at(a_dir, name)
     b = fileops.lstat_at(b_dir, name)
     if a is None and b is None:

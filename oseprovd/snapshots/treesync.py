@@ -18,10 +18,18 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from oseprovd.snapshots.errors import UnsafeSnapshotPath
+from oseprovd.snapshots.errors import BackendFailed, UnsafeSnapshotPath
 from oseprovd.system import fileops
 
 TMP_PREFIX = ".ose-tmp-"
+# Walks recurse (three frames a level); deeper trees get a clear error, not a crash.
+MAX_DEPTH = 200
+
+
+def check_depth(rel: str) -> None:
+    if rel.count("/") >= MAX_DEPTH:
+        raise BackendFailed(f"{rel[:200]!r}...: deeper than {MAX_DEPTH} levels; "
+                            "restore a deeper path instead")
 
 
 @dataclass
@@ -88,6 +96,7 @@ def sync_entry(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str
                live_dev: int) -> None:
     """Make dst_dir/name what src_dir/name is (absent included). `rel` is the live path
     relative to the live root (for the hard-link map and reports)."""
+    check_depth(rel)
     s = fileops.lstat_at(src_dir, name)
     d = fileops.lstat_at(dst_dir, name)
     if _foreign(ctx, rel, s, d, live_dev):

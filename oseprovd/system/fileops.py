@@ -179,9 +179,12 @@ def xattrs_at(dir_fd: int, name: str | bytes, st: os.stat_result) -> dict[str, b
     return read_xattrs(proc_path(dir_fd, name))
 
 
-def remove_tree_at(dir_fd: int, name: str | bytes, dev: int | None = None) -> None:
+def remove_tree_at(dir_fd: int, name: str | bytes, dev: int | None = None,
+                   _depth: int = 0) -> None:
     """Remove `name` and everything under it without following symlinks; refuses to
     descend into another filesystem or subvolume (a different st_dev)."""
+    if _depth > 400:
+        raise OSError(errno.ELOOP, "tree too deep to remove", os.fsdecode(name))
     st = lstat_at(dir_fd, name)
     if st is None:
         return
@@ -194,7 +197,7 @@ def remove_tree_at(dir_fd: int, name: str | bytes, dev: int | None = None) -> No
     sub = open_dir_at(dir_fd, name)
     try:
         for child in os.listdir(sub):
-            remove_tree_at(sub, child, st.st_dev)
+            remove_tree_at(sub, child, st.st_dev, _depth + 1)
     finally:
         os.close(sub)
     os.rmdir(name, dir_fd=dir_fd)
