@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from oseprovd.errors import InvalidArguments
+from oseprovd.errors import InvalidArguments, OseError
 from oseprovd.snapshots.backend import SnapshotBackend
 from oseprovd.snapshots.errors import ConfigNotFound, SnapshotNotFound
 from oseprovd.snapshots.ids import check_config_name, check_snapshot_id, make_snapshot_id
@@ -308,19 +308,30 @@ class SnapshotEngine:
         outcomes = []
         with self._lock:
             for op, steps in ops.items():
-                names = {s for s, _ in steps}
-                begin = steps[0][1]
-                kind = steps[0][0]
-                if kind == "snapshot.create" and "snapshot.created" not in names:
-                    outcomes.append(self._recover_create(op, begin))
-                elif kind == "snapshot.delete" and "snapshot.deleted" not in names:
-                    outcomes.append(self._recover_delete(op, begin))
-                elif kind == "undo.begin" and not names & {"undo.done", "undo.failed"}:
-                    outcomes.append(self._recover_undo(op, begin))
-                elif kind == "rollback.begin" and not names & {"rollback.done",
-                                                               "rollback.reverted"}:
-                    outcomes.append(self._recover_rollback(op, begin, steps))
+                try:
+                    outcome = self._recover_op(op, steps)
+                except (OseError, OSError, KeyError, ValueError) as exc:
+                    # One bad operation must not stop the others (nor the daemon).
+                    outcome = RecoveryOutcome(op=op, action=steps[0][0], outcome="failed",
+                                              message=str(exc)[:500])
+                if outcome is not None:
+                    outcomes.append(outcome)
         return outcomes
+
+    def _recover_op(self, op: str,
+                    steps: list[tuple[str, dict[str, Any]]]) -> RecoveryOutcome | None:
+        names = {s for s, _ in steps}
+        begin = steps[0][1]
+        kind = steps[0][0]
+        if kind == "snapshot.create" and "snapshot.created" not in names:
+            return self._recover_create(op, begin)
+        if kind == "snapshot.delete" and "snapshot.deleted" not in names:
+            return self._recover_delete(op, begin)
+        if kind == "undo.begin" and not names & {"undo.done", "undo.failed"}:
+            return self._recover_undo(op, begin)
+        if kind == "rollback.begin" and not names & {"rollback.done", "rollback.reverted"}:
+            return self._recover_rollback(op, begin, steps)
+        return None
 
     def _recover_create(self, op: str, begin: dict[str, Any]) -> RecoveryOutcome:
         config = self.config(str(begin["config"]))

@@ -131,10 +131,14 @@ class CleanupResult(_Strict):
     kept: int
 
 
-Outcome = Literal["finished", "reverted", "nothing"]
+Outcome = Literal["finished", "reverted", "nothing", "failed"]
 
 
 class RecoveryOutcome(_Strict):
+    """What recovery did with one interrupted operation. "failed": it could not (the
+    message says why); the operation stays open and is tried again next time."""
+
     op: str
     action: str
     outcome: Outcome
+    message: str = ""

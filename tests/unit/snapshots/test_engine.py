@@ -172,3 +172,19 @@ def test_failed_create_is_cleaned_at_once() -> None:
         engine.create_snapshot("root")
     assert backend.saved == {}
     assert engine.recover(journal.entries) == []
+
+
+def test_recover_reports_a_failure_and_goes_on() -> None:
+    engine, backend, journal = make()
+    backend.live = {"a": "1"}
+    s = engine.create_snapshot("root")
+    journal.record("undo.begin", {"op": "ee" * 8, "config": "root", "snapshot": "root-7",
+                                  "paths": ["a"]})
+    backend.live = {"a": "2"}
+    journal.record("undo.begin", {"op": "ff" * 8, "config": "root", "snapshot": s.id,
+                                  "paths": ["a"]})
+    outcomes = {o.op: o for o in engine.recover(journal.entries)}
+    assert outcomes["ee" * 8].outcome == "failed" and "root-7" in outcomes["ee" * 8].message
+    assert outcomes["ff" * 8].outcome == "finished" and backend.live == {"a": "1"}
+    # the failed one stays open, to be tried again
+    assert [o.op for o in engine.recover(journal.entries)] == ["ee" * 8]
