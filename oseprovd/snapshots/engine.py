@@ -81,7 +81,15 @@ class PrePost:
 class SnapshotEngine:
     def __init__(self, configs: Mapping[str, SnapshotConfig], repo: SnapshotRepository,
                  backends: Mapping[str, SnapshotBackend], journal: Journal,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow,
+                 on_created: Callable[[SnapshotRecord], None] | None = None,
+                 on_deleted: Callable[[list[str]], None] | None = None) -> None:
+        """`on_created`/`on_deleted` are told of every snapshot made or removed, also
+        those made by other engines through pre_post and by rollback and cleanup (the
+        bus layer turns them into SnapshotCreated/SnapshotsDeleted signals). They are
+        called in the engine's thread and must not raise."""
+        self.on_created = on_created
+        self.on_deleted = on_deleted
         self.configs = dict(configs)
         self.repo = repo
         self.backends = dict(backends)
@@ -168,6 +176,7 @@ class SnapshotEngine:
             self.journal.record("snapshot.created", {"op": op})
             if cfg.whole_paths:
                 backend.will_change(cfg, record, cfg.whole_paths, True)
+            self._created(record)
             return record
 
     def delete_snapshots(self, ids: Sequence[str]) -> list[str]:
@@ -185,7 +194,13 @@ class SnapshotEngine:
                 self.repo.delete(record.id)
                 self.journal.record("snapshot.deleted", {"op": op})
                 deleted.append(record.id)
+        if deleted and self.on_deleted is not None:
+            self.on_deleted(deleted)
         return deleted
+
+    def _created(self, record: SnapshotRecord) -> None:
+        if self.on_created is not None:
+            self.on_created(record)
 
     # -- pre/post --------------------------------------------------------------------
 
@@ -274,11 +289,13 @@ class SnapshotEngine:
         if saved is None:
             return
         _, number = previous.rsplit("-", 1)
-        self.repo.add(SnapshotRecord(
+        record = SnapshotRecord(
             id=previous, config=config.name, number=int(number), backend=config.backend,
             created=self.clock(), description=f"before rollback to {target.id}",
             important=True, cleanup="number", uuid=saved.uuid,
-        ))
+        )
+        self.repo.add(record)
+        self._created(record)
 
     # -- retention -------------------------------------------------------------------
 

@@ -188,3 +188,19 @@ def test_recover_reports_a_failure_and_goes_on() -> None:
     assert outcomes["ff" * 8].outcome == "finished" and backend.live == {"a": "1"}
     # the failed one stays open, to be tried again
     assert [o.op for o in engine.recover(journal.entries)] == ["ee" * 8]
+
+
+def test_listeners_hear_of_every_snapshot() -> None:
+    created: list[str] = []
+    deleted: list[list[str]] = []
+    backend = FakeBackend()
+    engine = SnapshotEngine({"root": CFG}, MemoryRepository(), {"btrfs": backend},
+                            MemoryJournal(), clock=Clock(),
+                            on_created=lambda r: created.append(r.id),
+                            on_deleted=deleted.append)
+    with engine.pre_post("root", "job"):
+        pass
+    engine.rollback("root-1")
+    engine.delete_snapshots(["root-2"])
+    assert created == ["root-1", "root-2", "root-3"]
+    assert deleted == [["root-2"]]
