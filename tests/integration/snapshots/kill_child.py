@@ -46,7 +46,12 @@ def main() -> None:
     journal = KillingJournal(FileJournal(spec["journal"]), spec["kill_at"], spec["when"])
     engine = SnapshotEngine({c.name: c for c in configs}, repo,
                             {"btrfs": BtrfsBackend(), "copy": CopyBackend()}, journal)
-    if spec.get("undo") is not None:
+    if spec.get("recover"):
+        # what the daemon does at start: recover from the journal (killed again here)
+        from oseprovd.snapshots.journal import read_journal
+
+        engine.recover(read_journal(spec["journal"]))
+    elif spec.get("undo") is not None:
         engine.undo(spec["snapshot"], spec["undo"])
     else:
         engine.rollback(spec["snapshot"])

@@ -28,10 +28,11 @@ CHILD = Path(__file__).with_name("kill_child.py")
 
 def _run_child(configs: list[SnapshotConfig], db: Path, journal: Path, snapshot: str,
                kill_at: int, when: str,
-               undo: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+               undo: list[str] | None = None,
+               recover: bool = False) -> subprocess.CompletedProcess[str]:
     spec = {"configs": [c.model_dump(mode="json") for c in configs], "db": str(db),
             "journal": str(journal), "snapshot": snapshot, "kill_at": kill_at,
-            "when": when, "undo": undo}
+            "when": when, "undo": undo, "recover": recover}
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, str(CHILD), json.dumps(spec)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
@@ -137,6 +138,10 @@ def test_copy_rollback_killed_anywhere(tmp_path: Path) -> None:
             when = rng.choice(["before", "after"]) if i else "before"
             child = _run_child([cfg], db, journal.path, rec.id, kill_at, when)
             assert child.returncode in (0, -9), child.stderr
+            if i % 2:  # the daemon is killed again while recovering
+                again = _run_child([cfg], db, journal.path, rec.id, rng.randint(1, n_steps),
+                                   rng.choice(["before", "after"]), recover=True)
+                assert again.returncode in (0, -9), again.stderr
             engine2, *_ = make_engine(tmp_path, [cfg], tag=cfg.name)
             engine2.recover(read_journal(journal.path))
             expected = after if (kill_at, when) == (1, "before") else before
@@ -149,7 +154,7 @@ def test_btrfs_undo_killed_anywhere(tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("OSE_KILL_SEED", "4")))
     paths = [".", "plain.txt", "sub dir", os.fsdecode(oddtree.ODD), "created dir"]
     with loop_fs(tmp_path, "btrfs") as mnt:
-        for i in range(6):
+        for i in range(8):
             name = f"u{i}"
             btrfs_cli("subvolume", "create", "--", str(mnt / name))
             cfg = SnapshotConfig(name=name, backend="btrfs", path=mnt / name,
@@ -166,6 +171,11 @@ def test_btrfs_undo_killed_anywhere(tmp_path: Path) -> None:
             order = rng.sample(paths, len(paths))
             child = _run_child([cfg], db, journal.path, rec.id, kill_at, when, undo=order)
             assert child.returncode in (0, -9), child.stderr
+            if i % 2:  # the daemon is killed again while recovering
+                again = _run_child([cfg], db, journal.path, rec.id,
+                                   rng.randint(1, len(paths) + 2),
+                                   rng.choice(["before", "after"]), recover=True)
+                assert again.returncode in (0, -9), again.stderr
             engine2, *_ = make_engine(tmp_path, [cfg], tag=name)
             engine2.recover(read_journal(journal.path))
             # killed before the undo was journaled: nothing happened; else it is finished
