@@ -30,7 +30,6 @@ from typing import Any
 from oseprovd.errors import InvalidArguments, NotApplicable
 from oseprovd.snapshots import treesync
 from oseprovd.snapshots.backend import CreatedSnapshot
-from oseprovd.snapshots.btrfs_backend import open_private_dir
 from oseprovd.snapshots.diff import diff_dirs, diff_entry
 from oseprovd.snapshots.errors import (
     BackendFailed,
@@ -48,6 +47,7 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
+from oseprovd.snapshots.places import open_private_dir
 from oseprovd.system import fileops
 from oseprovd.system.rootfs import split_rel
 

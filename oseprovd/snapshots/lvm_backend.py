@@ -23,7 +23,6 @@ from typing import Any
 
 from oseprovd.snapshots import treesync
 from oseprovd.snapshots.backend import CreatedSnapshot
-from oseprovd.snapshots.btrfs_backend import open_private_dir
 from oseprovd.snapshots.diff import diff_dirs
 from oseprovd.snapshots.errors import (
     BackendFailed,
@@ -41,6 +40,7 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
+from oseprovd.snapshots.places import open_private_dir
 from oseprovd.system.rootfs import split_rel
 
 Runner = Callable[[list[str]], str]
