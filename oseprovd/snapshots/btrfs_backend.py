@@ -31,6 +31,7 @@ from oseprovd.snapshots.ids import check_op_id, check_snapshot_id
 from oseprovd.snapshots.journal import Journal
 from oseprovd.snapshots.models import (
     DiffEntry,
+    Outcome,
     RecoveryOutcome,
     RollbackResult,
     SnapshotConfig,
@@ -302,9 +303,11 @@ class BtrfsBackend:
                         f"{config.path} can't be swapped while in use ({busy}); stop what "
                         "uses it and retry, or undo files instead"
                     )
+                pst = os.fstat(parent)
                 journal.record("btrfs.swap.begin", {
                     "op": op, "live_id": live_id, "snap_uuid": snap_uuid, "tmp": tmp,
                     "previous": previous_id,
+                    "parent_times": [pst.st_atime_ns, pst.st_mtime_ns],
                 })
                 journal.record("btrfs.swap.clone", {"op": op})
                 try:
@@ -314,6 +317,8 @@ class BtrfsBackend:
                 journal.record("btrfs.swap.exchange", {"op": op})
                 fileops.exchange_at(parent, name, parent, tmp)
                 self._retire(config, op, parent, tmp, previous_id, journal)
+                # the temp entry came and went: the parent looks as it did before
+                os.utime(parent, ns=(pst.st_atime_ns, pst.st_mtime_ns))
             finally:
                 os.close(parent)
         return RollbackResult(snapshot=record.id, reboot_required=False,
@@ -387,18 +392,24 @@ class BtrfsBackend:
                 current = btrfs.subvolume_id(live)
             finally:
                 os.close(live)
+            outcome: Outcome
             if current != int(begin["live_id"]):
                 # The exchange happened: finish by keeping the old live as `previous`.
                 self._retire(config, op, parent, tmp, previous, _NullJournal())
-                return RecoveryOutcome(op=op, action="rollback", outcome="finished")
-            st = fileops.lstat_at(parent, tmp)
-            if st is not None:
-                path = btrfs.fd_path(parent, tmp)
-                info = btrfs.subvolume_info(path) if btrfs.is_subvolume(path) else None
-                if info is None or info.parent_uuid != begin["snap_uuid"]:
-                    raise BackendFailed(f"{tmp} is not the copy {op} made; left alone")
-                btrfs.delete_subvolume(parent, tmp)
-            return RecoveryOutcome(op=op, action="rollback", outcome="reverted")
+                outcome = "finished"
+            else:
+                st = fileops.lstat_at(parent, tmp)
+                if st is not None:
+                    path = btrfs.fd_path(parent, tmp)
+                    info = btrfs.subvolume_info(path) if btrfs.is_subvolume(path) else None
+                    if info is None or info.parent_uuid != begin["snap_uuid"]:
+                        raise BackendFailed(f"{tmp} is not the copy {op} made; left alone")
+                    btrfs.delete_subvolume(parent, tmp)
+                outcome = "reverted"
+            times = begin.get("parent_times")
+            if isinstance(times, list) and len(times) == 2:
+                os.utime(parent, ns=(int(times[0]), int(times[1])))
+            return RecoveryOutcome(op=op, action="rollback", outcome=outcome)
         finally:
             os.close(parent)
 

@@ -63,9 +63,11 @@ def test_undo_whole_tree_restores_everything(btrfs: Rig) -> None:
     oddtree.change(btrfs.live)
     after = manifest(btrfs.live)
     assert changed_paths(before, after)
+    around = manifest(btrfs.mnt, exclude=(b"data", b".snap-data"))
     result = btrfs.engine.undo(rec.id, ["."])
     assert result.changed > 0
     assert differences(before, manifest(btrfs.live)) == []
+    assert differences(around, manifest(btrfs.mnt, exclude=(b"data", b".snap-data"))) == []
 
 
 def test_undo_some_paths_changes_only_those(btrfs: Rig) -> None:
@@ -112,14 +114,23 @@ def test_diff_matches_independent_comparison(btrfs: Rig) -> None:
 
 def test_rollback_swaps_subvolume_and_keeps_previous(btrfs: Rig) -> None:
     oddtree.build(btrfs.live)
+    # beside it: a sibling subvolume and plain files, which nothing may touch
+    btrfs_cli("subvolume", "create", "--", str(btrfs.mnt / "sibling"))
+    oddtree.build(btrfs.mnt / "sibling")
+    oddtree.build(btrfs.mnt / "plain dir")
+    outside = (b"data", b".snap-data")
     before = manifest(btrfs.live)
     rec = btrfs.engine.create_snapshot("data")
     oddtree.change(btrfs.live)
     after = manifest(btrfs.live)
+    around = manifest(btrfs.mnt, exclude=outside)
+    sibling = manifest(btrfs.mnt / "sibling")
     old_id = _subvol_id(btrfs.live)
     result = btrfs.engine.rollback(rec.id)
     assert not result.reboot_required and result.previous == "data-2"
     assert differences(before, manifest(btrfs.live)) == []
+    assert differences(sibling, manifest(btrfs.mnt / "sibling")) == []
+    assert differences(around, manifest(btrfs.mnt, exclude=outside)) == []
     assert _subvol_id(btrfs.live) != old_id
     prev = btrfs.config.snapshot_dir / "data-2"
     assert _subvol_id(prev) == old_id

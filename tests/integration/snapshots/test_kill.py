@@ -61,6 +61,8 @@ def _check_btrfs_run(tmp_path: Path, mnt: Path, i: int, kill_at: int, when: str,
     oddtree.change(cfg.path)
     after = manifest(cfg.path)
     default_before = btrfs_cli("subvolume", "get-default", str(mnt)).split()[1]
+    parent_before = os.stat(mnt)
+    names_before = sorted(os.listdir(mnt))
 
     child = _run_child([cfg], db, journal.path, rec.id, kill_at, when)
     assert child.returncode in (0, -9), child.stderr
@@ -72,6 +74,9 @@ def _check_btrfs_run(tmp_path: Path, mnt: Path, i: int, kill_at: int, when: str,
 
     subvols = _subvolumes(mnt)
     assert not [s for s in subvols if "ose-rollback" in s], where + str(subvols)
+    parent_now = os.stat(mnt)  # the directory holding the subvolume looks untouched
+    assert parent_now.st_mtime_ns == parent_before.st_mtime_ns, where
+    assert sorted(os.listdir(mnt)) == names_before, where
     recorded = {r.id for r in repo2.list(name)}
     on_disk = {s.split("/", 1)[1] for s in subvols if s.startswith(f".snap-{name}/")}
     if root:
