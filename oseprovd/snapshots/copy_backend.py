@@ -251,7 +251,9 @@ class CopyBackend:
                 sub = "/".join(parts[:depth])
                 st = os.fstat(dfd)
                 if depth < len(parts) and sub not in entries:
-                    self._add(store, entries, self._dir_entry(sub, dfd, st, created))
+                    # an ancestor: its metadata only; what else appears in it during
+                    # the operation is not ours to remove
+                    self._add(store, entries, self._dir_entry(sub, dfd, st, False))
                 if depth == len(parts):
                     break
                 name = parts[depth]

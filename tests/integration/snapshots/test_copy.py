@@ -133,3 +133,16 @@ def test_whole_tree_with_store_inside(tmp_path: Path) -> None:
             engine.will_change(rec.id, [".store/x"])
         engine.rollback(rec.id)
         assert differences(before, manifest(cfg.path, exclude=(b".store",))) == []
+
+
+def test_entries_others_add_beside_a_saved_path_stay(copy_rig: Rig) -> None:
+    oddtree.build(copy_rig.live)
+    rec = copy_rig.engine.create_snapshot("etc")
+    copy_rig.engine.will_change(rec.id, ["sub dir/nested/deep.bin", "plain.txt"])
+    (copy_rig.live / "plain.txt").write_text("changed")
+    (copy_rig.live / "someone else's").write_text("not the operation's")
+    (copy_rig.live / "sub dir" / "nested" / "theirs").write_text("also not")
+    copy_rig.engine.rollback(rec.id)
+    assert (copy_rig.live / "someone else's").read_text() == "not the operation's"
+    assert (copy_rig.live / "sub dir" / "nested" / "theirs").exists()
+    assert (copy_rig.live / "plain.txt").read_bytes() == b"hello\n" * 100
