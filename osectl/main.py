@@ -14,6 +14,7 @@ from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
 from osectl.render import Output
 from osectl.status import status
+from osectl.tune import tune
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -50,6 +51,7 @@ def completion(shell: str) -> None:
 cli.add_command(status)
 cli.add_command(jobs)
 cli.add_command(audit)
+cli.add_command(tune)
 
 
 def main(argv: list[str] | None = None) -> None:

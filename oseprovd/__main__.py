@@ -16,10 +16,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="oseprovd", description="OSE provisioning daemon (org.ose.Provisioning1)")
     p.add_argument("--bus", help="system (default), session, or a D-Bus address")
     p.add_argument("--root", type=Path, help="target root the services act on (default /)")
+    p.add_argument("--proc-root", type=Path, help="procfs to read and tune (default /proc)")
+    p.add_argument("--sys-root", type=Path, help="sysfs to read and tune (default /sys)")
     p.add_argument("--state-dir", type=Path, help="state directory (default /var/lib/oseprovd)")
     p.add_argument("--config", type=Path,
                    help="configuration file (default /etc/ose/oseprovd.toml)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--apply-tuning", action="store_true",
+                   help="apply the active tuning profile and exit (at boot, without D-Bus)")
     p.add_argument("--version", action="version", version=f"oseprovd {__version__}")
     # Exports org.ose.Test1 (a demo job) for the test suite; never used in production.
     p.add_argument("--test-interface", action="store_true", default=None,
@@ -30,13 +34,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Imported after parsing so that --help and --version stay fast.
-    from oseprovd.app import StartupError, run
+    from oseprovd.app import StartupError, apply_tuning_at_boot, run
     from oseprovd.config import load_settings
     from oseprovd.log import setup_logging
 
     try:
         settings = load_settings(args.config, {
             "bus": args.bus, "root": args.root, "state_dir": args.state_dir,
+            "proc_root": args.proc_root, "sys_root": args.sys_root,
             "log_level": args.log_level, "test_interface": args.test_interface,
         })
     except OseError as exc:  # a bad config file is a usage error, like a bad flag
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     setup_logging(settings.log_level)
     try:
-        code = run(settings)
+        code = apply_tuning_at_boot(settings) if args.apply_tuning else run(settings)
     except (StartupError, OseError) as exc:
         print(f"oseprovd: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 
-from dbus_fast import BusType, NameFlag, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
 
@@ -20,9 +20,17 @@ from oseprovd.bus.caller import CallerResolver
 from oseprovd.bus.guard import BusContext, TokenBuckets
 from oseprovd.bus.job import JobExporter
 from oseprovd.bus.manager import ManagerInterface
-from oseprovd.bus.names import BUS_NAME, ROOT_PATH
+from oseprovd.bus.names import (
+    BUS_NAME,
+    DBUS_BUS_NAME,
+    DBUS_IFACE,
+    DBUS_PATH,
+    ROOT_PATH,
+    SERVICE_PATHS,
+)
 from oseprovd.bus.namewatch import NameWatch
 from oseprovd.bus.testing import TEST_PATH, TestInterface
+from oseprovd.bus.tuning import TuningInterface
 from oseprovd.config import Settings
 from oseprovd.jobs import JobManager
 from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
@@ -30,6 +38,15 @@ from oseprovd.notify import notify, watchdog_interval, watchdog_loop
 from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
+from oseprovd.system.rootfs import TargetRoot
+from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
+from oseprovd.tuning.engine import TuningEngine
+from oseprovd.tuning.facts import MachineFacts
+from oseprovd.tuning.hostfacts import read_machine_facts
+from oseprovd.tuning.journal import FileJournal
+from oseprovd.tuning.network import ModprobeLoader
+from oseprovd.tuning.profiles import ProfileCatalog
+from oseprovd.tuning.roots import TuningRoots
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +75,55 @@ class StatusLine:
 
     def job_finished(self, job: JobRecord) -> None:
         self._update()
+
+
+def tuning_engine(s: Settings) -> TuningEngine:
+    """The tuning engine over this daemon's roots; also used by --apply-tuning at boot."""
+    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
+    engine = TuningEngine(
+        roots, FileJournal(s.state_dir / "tuning.journal"),
+        ProfileCatalog(extra_dir=s.root / "etc/ose/tuning-profiles.d"), ModprobeLoader())
+    result = engine.recover()
+    if result.action != "none":
+        log.warning("tuning: finished what a stopped daemon left: %s (%s)", result.action,
+                    result.profile)
+    return engine
+
+
+def apply_tuning_at_boot(s: Settings) -> int:
+    """`oseprovd --apply-tuning`: re-apply the chosen profile early at boot, without the
+    bus (oseprovd-tuning.service runs before D-Bus is up)."""
+    engine = tuning_engine(s)
+    profile = engine.active_profile
+    if profile is None:
+        print("oseprovd: no tuning profile is active; nothing to apply")
+        return 0
+    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
+    result = engine.apply(profile, read_machine_facts(roots, []))
+    changed = sum(1 for o in result.outcomes if o.status == "changed")
+    failed = [o.knob for o in result.outcomes if o.status in ("failed", "did-not-take")]
+    print(f"oseprovd: tuning profile {profile} applied: {changed} values set"
+          + (f"; did not take: {', '.join(failed)}" if failed else ""))
+    return 0 if result.complete else 1
+
+
+def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatch,
+                 bus: MessageBus) -> TuningInterface:
+    engine = tuning_engine(s)
+    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
+    bench_dir = s.state_dir / "benchmarks"
+    bench_dir.mkdir(mode=0o700, exist_ok=True)
+    benchmarks = Benchmarks(FileBenchmarkStore(bench_dir), s.state_dir)
+
+    async def facts() -> MachineFacts:
+        # Power managers are found by their names on the bus, asked at the time.
+        reply = await bus.call(Message(destination=DBUS_BUS_NAME, path=DBUS_PATH,
+                                       interface=DBUS_IFACE, member="ListNames"))
+        owned = list(reply.body[0]) if reply and reply.message_type == MessageType.METHOD_RETURN \
+            else []
+        return await asyncio.to_thread(read_machine_facts, roots, owned)
+
+    return TuningInterface(ctx, engine, benchmarks, jobs, names, facts)
 
 
 class StartupError(Exception):
@@ -116,8 +182,12 @@ class Daemon:
         exporter = JobExporter(bus, ctx, jobs)
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
+        tuning = build_tuning(s, ctx, jobs, names, bus)
+        services: list[ServiceInterface] = [tuning]
+        features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
-            (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features=[])),
+            (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
+            *((SERVICE_PATHS[iface.name], iface) for iface in services),
         ]
         if s.test_interface:
             exported.append((TEST_PATH, TestInterface(ctx, jobs)))
@@ -126,6 +196,7 @@ class Daemon:
         for path, iface in exported:
             bus.export(path, iface)
         exporter.export_existing()
+        await tuning.refresh_recommended()
 
         reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):

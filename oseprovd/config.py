@@ -34,6 +34,9 @@ class Settings(BaseModel):
 
     bus: str = "system"
     root: Path = Path("/")
+    # Where the kernel's procfs and sysfs are: the host's, or sandbox trees for tests.
+    proc_root: Path = Path("/proc")
+    sys_root: Path = Path("/sys")
     state_dir: Path = Path("/var/lib/oseprovd")
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     # Exports org.ose.Test1 with a demo job; for the test suite only, never in production.

@@ -35,10 +35,17 @@ class Action:
 
     JOB_CANCEL_ANY = "org.ose.job.cancel-any"
     AUDIT_READ = "org.ose.audit.read"
+    TUNING_APPLY = "org.ose.tuning.apply"
+    TUNING_REVERT = "org.ose.tuning.revert"
+    TUNING_HOLD = "org.ose.tuning.hold"
+    TUNING_BENCHMARK = "org.ose.tuning.benchmark"
 
 
 # Actions the shipped policy file must declare (a test compares the two).
-SHIPPED_ACTIONS = (Action.JOB_CANCEL_ANY, Action.AUDIT_READ)
+SHIPPED_ACTIONS = (
+    Action.JOB_CANCEL_ANY, Action.AUDIT_READ, Action.TUNING_APPLY, Action.TUNING_REVERT,
+    Action.TUNING_HOLD, Action.TUNING_BENCHMARK,
+)
 
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"
 POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"

@@ -138,8 +138,12 @@ class TargetRoot:
         return self.read_bytes(rel, limit).decode("utf-8", "surrogateescape")
 
     def write_existing(self, rel: str, data: bytes) -> None:
-        """One write() to an existing file: the way to set a sysfs or procfs knob."""
-        fd = self._open_leaf(rel, os.O_WRONLY)
+        """One write() to an existing file: the way to set a sysfs or procfs knob.
+
+        O_TRUNC, as `echo > knob` and sysctl(8) do: the kernel ignores it, and a regular
+        file (a sandbox tree, a test) gets the value instead of having it written over
+        the old one's first bytes."""
+        fd = self._open_leaf(rel, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, data)
         finally:

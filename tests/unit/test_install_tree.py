@@ -56,6 +56,8 @@ ALWAYS_DIRS = ("usr/share/dbus-1/interfaces",)
 CONFIG_DEFAULTS = {
     "bus": "system",
     "root": "/",
+    "proc_root": "/proc",
+    "sys_root": "/sys",
     "state_dir": "/var/lib/oseprovd",
     "log_level": "info",
     "limits": {
