@@ -133,8 +133,14 @@ class SnapshotEngine:
         backend.verify(config, record)
         return config, backend, record
 
-    def _next_number(self, config: str) -> int:
-        return max((r.number for r in self.repo.list(config)), default=0) + 1
+    def _free_number(self, config: SnapshotConfig, backend: SnapshotBackend) -> int:
+        """The next number whose place is free. A place already taken (a leftover, or
+        made by hand) is never ours to reuse or to clean up: it is skipped, so recovery
+        may delete whatever it finds at a place the engine journaled."""
+        number = max((r.number for r in self.repo.list(config.name)), default=0) + 1
+        while backend.describe(config, make_snapshot_id(config.name, number)) is not None:
+            number += 1
+        return number
 
     # -- create / delete -------------------------------------------------------------
 
@@ -150,11 +156,7 @@ class SnapshotEngine:
             raise InvalidArguments(f"at most {MAX_USERDATA} userdata keys")
         with self._lock:
             backend.prepare(cfg)
-            number = self._next_number(cfg.name)
-            # A place already taken (a leftover, or made by hand) is never ours to reuse
-            # or to clean up: skip it, so recovery may delete whatever it finds.
-            while backend.describe(cfg, make_snapshot_id(cfg.name, number)) is not None:
-                number += 1
+            number = self._free_number(cfg, backend)
             snap_id = make_snapshot_id(cfg.name, number)
             # Validated before anything is made, so a bad description leaves no orphan.
             record = SnapshotRecord(
@@ -264,7 +266,7 @@ class SnapshotEngine:
         config, backend, record = self._checked(snap_id)
         with self._lock:
             op = new_op()
-            previous = make_snapshot_id(config.name, self._next_number(config.name))
+            previous = make_snapshot_id(config.name, self._free_number(config, backend))
             journal = _Recording(self.journal)
             journal.record("rollback.begin", {
                 "op": op, "config": config.name, "snapshot": record.id,
