@@ -45,6 +45,10 @@ class SnapshotBackend(Protocol):
         them. `created`: directories among them also lose, on restore, entries the
         operation created in them."""
 
+    def free_fraction(self, config: SnapshotConfig) -> float:
+        """Free space of the config's filesystem (0..1), once space freed by deleted
+        snapshots is really free."""
+
     def diff(self, config: SnapshotConfig, record: SnapshotRecord,
              other: SnapshotRecord | None) -> Iterator[DiffEntry]: ...
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -38,7 +39,7 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
-from oseprovd.snapshots.places import open_private_dir
+from oseprovd.snapshots.places import open_private_dir, statvfs_free
 from oseprovd.system import btrfs, fileops
 from oseprovd.system.rootfs import split_rel
 
@@ -180,6 +181,20 @@ class BtrfsBackend:
     def will_change(self, config: SnapshotConfig, record: SnapshotRecord,
                     paths: Sequence[str], created: bool) -> None:
         return None  # the snapshot already holds the whole subvolume
+
+    def free_fraction(self, config: SnapshotConfig, wait: float = 60.0) -> float:
+        """btrfs frees a deleted snapshot's space in the background: wait for the
+        cleaner (at most `wait` seconds), then ask statvfs."""
+        fd = self._open_snapdir(config)
+        try:
+            deadline = time.monotonic() + wait
+            btrfs.sync(fd)
+            while btrfs.deleted_subvolumes(fd) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            btrfs.sync(fd)
+        finally:
+            os.close(fd)
+        return statvfs_free(config.snapshot_dir)
 
     # -- diff / undo -------------------------------------------------------------------
 

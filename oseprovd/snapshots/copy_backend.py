@@ -47,7 +47,7 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
-from oseprovd.snapshots.places import open_private_dir
+from oseprovd.snapshots.places import open_private_dir, statvfs_free
 from oseprovd.system import fileops
 from oseprovd.system.rootfs import split_rel
 
@@ -202,6 +202,10 @@ class CopyBackend:
             fileops.remove_tree_at(sdir, record.id, os.fstat(sdir).st_dev)
         finally:
             os.close(sdir)
+
+    def free_fraction(self, config: SnapshotConfig) -> float:
+        return statvfs_free(config.snapshot_dir if config.backend == "copy"
+                            else config.path)
 
     # -- saving ----------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from oseprovd.snapshots.models import (
     UndoResult,
 )
 from oseprovd.snapshots.repository import SnapshotRepository
-from oseprovd.snapshots.retention import select_victims
+from oseprovd.snapshots.retention import free_space_candidates, select_victims
 from oseprovd.system.rootfs import split_rel
 
 MAX_UNDO_PATHS = 10000
@@ -309,9 +309,17 @@ class SnapshotEngine:
 
     def cleanup(self, config: str) -> CleanupResult:
         cfg = self.config(config)
+        backend = self.backend(cfg)
         records = self.list_snapshots(cfg.name)
-        victims = select_victims(records, cfg.retention, self.clock())
+        now = self.clock()
+        victims = select_victims(records, cfg.retention, now)
         deleted = self.delete_snapshots(victims) if victims else []
+        if cfg.retention.free_limit > 0:
+            left = [r for r in records if r.id not in deleted]
+            for group in free_space_candidates(left, cfg.retention, now):
+                if backend.free_fraction(cfg) >= cfg.retention.free_limit:
+                    break
+                deleted += self.delete_snapshots(group)
         return CleanupResult(config=cfg.name, deleted=tuple(deleted),
                              kept=len(records) - len(deleted))
 

@@ -40,7 +40,7 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
-from oseprovd.snapshots.places import open_private_dir
+from oseprovd.snapshots.places import open_private_dir, statvfs_free
 from oseprovd.system.rootfs import split_rel
 
 Runner = Callable[[list[str]], str]
@@ -137,6 +137,10 @@ class LvmBackend:
     def will_change(self, config: SnapshotConfig, record: SnapshotRecord,
                     paths: Sequence[str], created: bool) -> None:
         return None  # the snapshot holds the whole volume
+
+    def free_fraction(self, config: SnapshotConfig) -> float:
+        return statvfs_free(config.snapshot_dir if config.backend == "copy"
+                            else config.path)
 
     # -- mounted snapshot ------------------------------------------------------------
 

@@ -39,6 +39,9 @@ class Retention(_Strict):
     timeline_limit_monthly: NonNegative = 10
     timeline_limit_yearly: NonNegative = 10
     timeline_min_age: NonNegative = 1800
+    # Below this fraction of free space, cleanup deletes more number/timeline
+    # snapshots, oldest first (snapper's FREE_LIMIT); 0 turns it off.
+    free_limit: Annotated[float, Field(ge=0, le=1)] = 0.2
 
 
 class SnapshotConfig(_Strict):

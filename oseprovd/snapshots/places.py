@@ -32,3 +32,8 @@ def open_private_dir(path: Path, create: bool) -> int:
             f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
         )
     return fd
+
+
+def statvfs_free(path: Path) -> float:
+    st = os.statvfs(path)
+    return st.f_bavail / st.f_blocks if st.f_blocks else 1.0

@@ -67,3 +67,24 @@ def select_victims(records: Sequence[SnapshotRecord], policy: Retention,
     """Ids to delete, oldest first."""
     victims = _number_victims(records, policy, now) | _timeline_victims(records, policy, now)
     return [r.id for r in sorted(records, key=lambda r: r.number) if r.id in victims]
+
+
+def free_space_candidates(records: Sequence[SnapshotRecord], policy: Retention,
+                          now: datetime) -> list[list[str]]:
+    """What the free-space limit may delete, oldest first, a pre with its post:
+    number/timeline snapshots past their min age; important ones only after all
+    others, and never the newest of each algorithm."""
+    def old_enough(r: SnapshotRecord) -> bool:
+        age = policy.number_min_age if r.cleanup == "number" else policy.timeline_min_age
+        return now - r.created >= timedelta(seconds=age)
+
+    heads = [r for r in records if r.cleanup in ("number", "timeline") and r.kind != "post"]
+    newest = {max((r for r in heads if r.cleanup == c), key=lambda r: r.number).id
+              for c in ("number", "timeline") if any(r.cleanup == c for r in heads)}
+    posts = {r.pre_id: r.id for r in records if r.kind == "post" and r.pre_id}
+    groups = []
+    for r in sorted(heads, key=lambda r: (r.important, r.number)):
+        if r.id in newest or not old_enough(r):
+            continue
+        groups.append([r.id] + ([posts[r.id]] if r.id in posts else []))
+    return groups

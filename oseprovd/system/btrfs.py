@@ -166,6 +166,11 @@ def sync(path: PathOrFd) -> None:
     _call("sync", path)
 
 
+def deleted_subvolumes(path: PathOrFd) -> list[int]:
+    """Subvolumes deleted but not yet cleaned up (their space is not free yet)."""
+    return [int(i) for i in _call("deleted_subvolumes", path)]
+
+
 # BTRFS_IOC_INO_PATHS = _IOWR(0x94, 35, struct btrfs_ioctl_ino_path_args (56 bytes)):
 # every path of an inode inside the subvolume of `fd`. libbtrfsutil has no binding.
 _IOC_INO_PATHS = 0xC0389423

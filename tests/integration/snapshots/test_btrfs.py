@@ -309,3 +309,33 @@ def test_taken_place_is_skipped_not_reused(btrfs: Rig) -> None:
     assert (squatter / "mine").read_text() == "user data"
     assert btrfs.engine.recover(btrfs.journal.entries()) == []
     assert (squatter / "mine").read_text() == "user data"
+
+
+def test_free_space_limit_deletes_oldest_until_free(btrfs: Rig) -> None:
+    """Real space: each snapshot pins 40 MB that the live tree no longer has."""
+    from datetime import UTC, datetime, timedelta
+
+    from oseprovd.snapshots.models import Retention
+
+    ids = []
+    for _ in range(4):
+        (btrfs.live / "blob").write_bytes(os.urandom(40 << 20))
+        ids.append(btrfs.engine.create_snapshot("data", cleanup="number").id)
+    (btrfs.live / "blob").write_bytes(os.urandom(40 << 20))
+    btrfs_cli("filesystem", "sync", str(btrfs.mnt))
+    st = os.statvfs(btrfs.mnt)
+    free_before = st.f_bavail / st.f_blocks
+    # each old snapshot pins 40 MB of 300: asking for ~1.5 snapshots' worth more free
+    # space must delete the oldest two, and only them
+    limit = free_before + 1.5 * (40 << 20) / (st.f_blocks * st.f_frsize)
+    cfg = btrfs.config.model_copy(update={"retention": Retention(
+        free_limit=limit, number_min_age=0, number_limit=50)})
+    btrfs.engine.configs["data"] = cfg
+    btrfs.engine.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
+    result = btrfs.engine.cleanup("data")
+    st = os.statvfs(btrfs.mnt)
+    assert st.f_bavail / st.f_blocks >= limit
+    assert list(result.deleted) == ids[:2], (free_before, limit, result)
+    left = {r.id for r in btrfs.engine.list_snapshots("data")}
+    assert left == set(ids[2:])
+    assert not [s for s in _subvolumes(btrfs.mnt) if s.split("/")[-1] in result.deleted]

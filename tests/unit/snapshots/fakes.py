@@ -49,8 +49,13 @@ class FakeBackend:
         self.saved: dict[str, tuple[str, dict[str, str]]] = {}
         self.counter = 0
 
+    free = 1.0
+
     def prepare(self, config: SnapshotConfig) -> None:
         return None
+
+    def free_fraction(self, config: SnapshotConfig) -> float:
+        return self.free
 
     def create(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot:
         self.counter += 1

@@ -55,3 +55,20 @@ def test_timeline_keeps_first_of_each_period() -> None:
         by_day.setdefault(r.created.date(), r.id)
     assert set(list(by_day.values())[-2:]) <= kept
     assert len(kept) <= 7
+
+
+def test_free_space_candidates_order() -> None:
+    from oseprovd.snapshots.retention import free_space_candidates
+
+    records = [rec(1, 50, cleanup="number", important=True),
+               rec(2, 40, cleanup="number", kind="pre"),
+               rec(3, 40, cleanup="number", kind="post", pre_id="root-2"),
+               rec(4, 30, cleanup="timeline"),
+               rec(5, 20, cleanup="timeline"),
+               rec(6, 10, cleanup="number"),
+               rec(7, 0.1, cleanup="number"),  # newest and too young
+               rec(8, 60, cleanup="")]         # not managed by cleanup
+    groups = free_space_candidates(records, Retention(), NOW)
+    # unimportant oldest first (pair together), newest of each algorithm kept,
+    # important last
+    assert groups == [["root-2", "root-3"], ["root-4"], ["root-6"], ["root-1"]]
