@@ -65,6 +65,26 @@ class _Recording:
         self.steps.append((step, dict(data)))
 
 
+Progress = Callable[[float, str], None]
+
+
+class _Progressing:
+    """Passes steps on, and tells `progress` when a path step starts (backends journal
+    one step per path: "<backend>.undo.path" or "copy.restore.*")."""
+
+    def __init__(self, journal: Journal, progress: Progress, total: int) -> None:
+        self.journal = journal
+        self.progress = progress
+        self.total = max(total, 1)
+        self.done = 0
+
+    def record(self, step: str, data: dict[str, Any]) -> None:
+        self.journal.record(step, data)
+        if step.endswith(".path") or step.startswith("copy.restore."):
+            self.progress(min(self.done / self.total, 1.0), str(data.get("path", "")))
+            self.done += 1
+
+
 class PrePost:
     """Handed to the body of `pre_post`: call `will_change(paths)` before changing them
     (the copy backend saves them then; btrfs has the whole subvolume already)."""
@@ -242,9 +262,11 @@ class SnapshotEngine:
                 raise InvalidArguments("both snapshots must belong to the same config")
         return backend.diff(config, record, other_record)
 
-    def undo(self, snap_id: str, paths: Sequence[str]) -> UndoResult:
+    def undo(self, snap_id: str, paths: Sequence[str],
+             progress: Progress | None = None) -> UndoResult:
         """Make `paths` (relative to the config's tree; "" or "." = all of it) in the
-        live tree what they are in the snapshot."""
+        live tree what they are in the snapshot. `progress(fraction, path)` is called
+        as each path starts."""
         if not paths or len(paths) > MAX_UNDO_PATHS:
             raise InvalidArguments(f"give 1 to {MAX_UNDO_PATHS} paths to undo")
         clean = ["/".join(split_rel(p)) for p in paths]
@@ -254,7 +276,9 @@ class SnapshotEngine:
             self.journal.record("undo.begin", {"op": op, "config": config.name,
                                                "snapshot": record.id, "paths": clean})
             try:
-                result = backend.undo(config, record, clean, op, self.journal)
+                journal: Journal = (self.journal if progress is None
+                                    else _Progressing(self.journal, progress, len(clean)))
+                result = backend.undo(config, record, clean, op, journal)
             except BaseException:
                 backend.cleanup_undo(config, op, clean)
                 self.journal.record("undo.failed", {"op": op})

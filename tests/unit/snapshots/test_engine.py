@@ -204,3 +204,12 @@ def test_listeners_hear_of_every_snapshot() -> None:
     engine.delete_snapshots(["root-2"])
     assert created == ["root-1", "root-2", "root-3"]
     assert deleted == [["root-2"]]
+
+
+def test_undo_reports_progress() -> None:
+    engine, backend, _ = make()
+    backend.live = {"a": "1", "b": "1"}
+    s = engine.create_snapshot("root")
+    seen: list[tuple[float, str]] = []
+    engine.undo(s.id, ["a", "b", "c"], progress=lambda f, p: seen.append((f, p)))
+    assert seen == [(0.0, "a"), (1 / 3, "b"), (2 / 3, "c")]
