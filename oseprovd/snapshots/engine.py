@@ -369,18 +369,39 @@ class SnapshotEngine:
                     outcomes.append(outcome)
         return outcomes
 
+    _ENDS = {
+        "snapshot.create": {"snapshot.created"},
+        "snapshot.delete": {"snapshot.deleted"},
+        "undo.begin": {"undo.done", "undo.failed"},
+        "rollback.begin": {"rollback.done", "rollback.reverted"},
+    }
+
+    @classmethod
+    def pending(cls, entries: Iterable[JournalEntry]) -> list[str]:
+        """Operations in `entries` without an end step. When none is left after
+        `recover`, the journal may be emptied (FileJournal.clear)."""
+        ops: dict[str, tuple[str, set[str]]] = {}
+        for step, data in entries:
+            op = data.get("op")
+            if isinstance(op, str):
+                ops.setdefault(op, (step, set()))[1].add(step)
+        return [op for op, (first, names) in ops.items()
+                if not names & cls._ENDS.get(first, set())]
+
     def _recover_op(self, op: str,
                     steps: list[tuple[str, dict[str, Any]]]) -> RecoveryOutcome | None:
         names = {s for s, _ in steps}
         begin = steps[0][1]
         kind = steps[0][0]
-        if kind == "snapshot.create" and "snapshot.created" not in names:
+        if names & self._ENDS.get(kind, set()):
+            return None
+        if kind == "snapshot.create":
             return self._recover_create(op, begin)
-        if kind == "snapshot.delete" and "snapshot.deleted" not in names:
+        if kind == "snapshot.delete":
             return self._recover_delete(op, begin)
-        if kind == "undo.begin" and not names & {"undo.done", "undo.failed"}:
+        if kind == "undo.begin":
             return self._recover_undo(op, begin)
-        if kind == "rollback.begin" and not names & {"rollback.done", "rollback.reverted"}:
+        if kind == "rollback.begin":
             return self._recover_rollback(op, begin, steps)
         return None
 

@@ -39,6 +39,15 @@ class FileJournal:
     def entries(self) -> list[JournalEntry]:
         return read_journal(self.path)
 
+    def clear(self) -> None:
+        """Empty the journal (only when SnapshotEngine.pending() says nothing is open)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC
+                     | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
 
 def read_journal(path: str | os.PathLike[str]) -> list[JournalEntry]:
     """The complete entries of a journal file; a torn last line (killed mid-write) is

@@ -213,3 +213,19 @@ def test_undo_reports_progress() -> None:
     seen: list[tuple[float, str]] = []
     engine.undo(s.id, ["a", "b", "c"], progress=lambda f, p: seen.append((f, p)))
     assert seen == [(0.0, "a"), (1 / 3, "b"), (2 / 3, "c")]
+
+
+def test_pending_and_clear(tmp_path: Path) -> None:
+    j = FileJournal(tmp_path / "j")
+    backend = FakeBackend()
+    engine = SnapshotEngine({"root": CFG}, MemoryRepository(), {"btrfs": backend}, j,
+                            clock=Clock())
+    s = engine.create_snapshot("root")
+    assert SnapshotEngine.pending(j.entries()) == []
+    j.record("undo.begin", {"op": "aa" * 8, "config": "root", "snapshot": s.id,
+                            "paths": ["x"]})
+    assert SnapshotEngine.pending(j.entries()) == ["aa" * 8]
+    engine.recover(j.entries())
+    assert SnapshotEngine.pending(j.entries()) == []
+    j.clear()
+    assert j.entries() == []
