@@ -1,0 +1,1 @@
+"""Factory reset engine: baseline, analyze, preview, execute, roll back (no D-Bus)."""

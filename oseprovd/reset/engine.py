@@ -1,0 +1,686 @@
+"""The factory reset engine: baseline, analyze, preview, execute, roll back, recover.
+
+Synchronous (the daemon runs it in a worker thread); no D-Bus. Collaborators come in
+through the constructor: the target root, the plan store, the baseline repository and
+the snapshot engine with the name of the snapshot config that covers the root. Each
+mutating call takes a `Journal` (record(step, data), durable before it returns): the
+job's step journal in the daemon (`JobJournal`), a FileJournal for `osectl recovery`.
+
+Execution order, journaled step by step before each is taken:
+  reset.begin -> snapshot created (reset.snapshot) -> every rollback path saved
+  (reset.save / reset.saved) -> batches of removals, deepest paths first
+  (reset.delete, one entry per batch) -> reset.done.
+Every step is idempotent or checkable, so `resume` runs it again to its end and
+`rollback` puts back whatever the rollback point holds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from oseprovd.discovery.fsread import MountTable
+from oseprovd.errors import InvalidArguments, NotApplicable, NotFound, OseError
+from oseprovd.reset import baseline as baseline_mod
+from oseprovd.reset import dpkgdb
+from oseprovd.reset.baseline import BaselineRepository
+from oseprovd.reset.errors import DigestMismatch, ExecutionNotFound, PlanNotFound
+from oseprovd.reset.models import (
+    CLASSES,
+    RISKS,
+    AnalyzeResult,
+    Baseline,
+    DiskUsage,
+    ExecuteOptions,
+    ExecuteResult,
+    ExecutionRecord,
+    PackageChange,
+    Plan,
+    PlanItem,
+    RecoveryDecision,
+    ResetRollbackResult,
+    Risk,
+    Selection,
+    SkippedItem,
+    Totals,
+)
+from oseprovd.reset.planstore import PlanStore, Row
+from oseprovd.reset.profiles import Profile, ProfileCatalog
+from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
+from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, scan
+from oseprovd.snapshots.engine import SnapshotEngine
+from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
+from oseprovd.system.rootfs import TargetRoot, split_rel
+
+PLAN_ID_CHARS = frozenset("0123456789abcdef")
+MAX_PAGE = 10000
+DELETE_BATCH = 512
+SAVE_BATCH = 2000
+MAX_SKIPPED_REPORTED = 1000
+UNDO_CHUNK = 10000
+DAY_NS = 86400 * 10**9
+
+Progress = Callable[[float, str], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_plan_id(plan_id: str) -> str:
+    if not isinstance(plan_id, str) or len(plan_id) != 16 or not set(plan_id) <= PLAN_ID_CHARS:
+        raise InvalidArguments(f"invalid plan id {plan_id!r}: 16 hex digits")
+    return plan_id
+
+
+def check_execution_id(exec_id: str) -> str:
+    if (not isinstance(exec_id, str) or len(exec_id) != 17 or exec_id[0] != "x"
+            or not set(exec_id[1:]) <= PLAN_ID_CHARS):
+        raise InvalidArguments(f"invalid execution id {exec_id!r}")
+    return exec_id
+
+
+class JobJournal:
+    """A Journal over the job manager's step journal (JobContext.step(kind, **data))."""
+
+    def __init__(self, step: Callable[..., Any]) -> None:
+        self._step = step
+
+    def record(self, step: str, data: dict[str, Any]) -> None:
+        self._step(step, **data)
+
+
+class ResetEngine:
+    def __init__(self, root: TargetRoot, store: PlanStore, baselines: BaselineRepository,
+                 snapshots: SnapshotEngine | None, *, snapshot_config: str = "root",
+                 state_dir: Path | None = None, profiles: ProfileCatalog | None = None,
+                 proc: Path = Path("/proc"), workers: int | None = None,
+                 clock: Callable[[], datetime] = _now,
+                 before_remove: Callable[[str], None] | None = None) -> None:
+        """`state_dir` (and the snapshot store) are never touched by a reset;
+        `workers` > 1 spreads big walks over processes; `before_remove(rel)` is a
+        test hook called between an item's last check and its removal."""
+        self.root = root
+        self.store = store
+        self.baselines = baselines
+        self.snapshots = snapshots
+        self.snapshot_config = snapshot_config
+        self.state_dir = state_dir
+        self.profiles = profiles or ProfileCatalog(root)
+        self.proc = proc
+        self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+        self.clock = clock
+        self.before_remove = before_remove
+        self._pool: Executor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _executor(self) -> Executor | None:
+        if self.workers <= 1:
+            return None
+        if self._pool is None:
+            # forkserver: the daemon has threads, and fork() with threads is unsafe
+            ctx = get_context("forkserver")
+            ctx.set_forkserver_preload(["oseprovd.reset.scan"])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        return self._pool
+
+    # -- baseline --------------------------------------------------------------------
+
+    def capture_baseline(self) -> Baseline:
+        b = baseline_mod.capture(self.root, self.clock)
+        self.baselines.save(b)
+        return b
+
+    def baseline(self) -> Baseline:
+        return self.baselines.load() or baseline_mod.distribution(self.root, self.clock)
+
+    def list_profiles(self) -> list[Profile]:
+        return self.profiles.list()
+
+    # -- places ----------------------------------------------------------------------
+
+    def _rel_of(self, host: Path) -> str | None:
+        try:
+            rel = Path(host).resolve().relative_to(self.root.path)
+        except ValueError:
+            return None
+        return "" if str(rel) == "." else str(rel)
+
+    def refused(self) -> frozenset[str]:
+        out = set(ALWAYS_REFUSED)
+        extra: list[Path] = []
+        if self.state_dir is not None:
+            extra.append(self.state_dir)
+        if self.snapshots is not None:
+            extra.extend(c.snapshot_dir for c in self.snapshots.list_configs())
+        for p in extra:
+            rel = self._rel_of(p)
+            if rel is not None:
+                out.add(rel)
+        return frozenset(out)
+
+    def _mount_table(self) -> MountTable:
+        return MountTable.load(self.proc)
+
+    def mount_rels(self) -> frozenset[str]:
+        out = set()
+        for e in self._mount_table().entries:
+            rel = self._rel_of(Path(e.mountpoint)) if e.mountpoint.startswith("/") else None
+            if rel:
+                out.add(rel)
+        return frozenset(out)
+
+    def _homes(self) -> list[str]:
+        users, _ = baseline_mod.read_accounts(self.root)
+        homes = []
+        for u in users:
+            if (u.id == 0 or 1000 <= u.id < 65534) and u.home.startswith("/"):
+                try:
+                    rel = self.root.resolve_rel(u.home)
+                except InvalidArguments:
+                    continue
+                if rel and rel not in homes:
+                    homes.append(rel)
+        return homes
+
+    def _expand(self, pattern: str, homes: Sequence[str]) -> list[str]:
+        """A rule path to the trees it names: {home} for each home, globs matched
+        component by component on directories only (never through a symlink)."""
+        if "{home}" in pattern:
+            out: list[str] = []
+            for h in homes:
+                out.extend(self._expand(pattern.replace("{home}", h), ()))
+            return out
+        parts = split_rel(pattern)
+        current = [""]
+        for part in parts:
+            nxt = []
+            for base in current:
+                if not any(c in part for c in "*?["):
+                    nxt.append(f"{base}/{part}" if base else part)
+                    continue
+                try:
+                    fd = self.root.open_dir(base) if base else self.root.open_dir("")
+                except (OSError, OseError):
+                    continue
+                try:
+                    for name in sorted(os.listdir(fd)):
+                        if fnmatch.fnmatchcase(name, part):
+                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                            if stat.S_ISDIR(st.st_mode):
+                                nxt.append(f"{base}/{name}" if base else name)
+                finally:
+                    os.close(fd)
+            current = nxt
+        return current
+
+    # -- analyze / preview -----------------------------------------------------------
+
+    def _anchors(self, profile: Profile, selection: Selection) -> list[tuple[Anchor, str]]:
+        homes = self._homes()
+        now = self.clock().timestamp()
+        anchors: list[tuple[Anchor, str]] = []
+        for rule in profile.rules:
+            min_mtime = (int((now - rule.min_age_days * 86400) * 10**9)
+                         if rule.min_age_days > 0 else None)
+            for pattern in rule.paths:
+                for rel in self._expand(pattern, homes):
+                    anchors.append((Anchor(rel=rel, rule=rule.id, cls=rule.cls,
+                                           risk=rule.risk, names=rule.names,
+                                           min_mtime_ns=min_mtime, exclude=rule.exclude),
+                                    rule.description))
+        for i, extra in enumerate(selection.add_paths):
+            rel = "/".join(split_rel(extra))
+            if not rel:
+                raise InvalidArguments("add_paths can't name the root itself")
+            anchors.append((Anchor(rel=rel, rule=f"added.{i}", cls="app", risk="caution",
+                                   names=(), min_mtime_ns=None, exclude=()),
+                            f"added by the selection: /{rel}"))
+        refused = self.refused()
+        kept = []
+        for anchor, desc in anchors:
+            if refused_reason(anchor.rel, refused) is None:
+                kept.append((anchor, desc))
+        return kept
+
+    def _uids(self, names: Iterable[str]) -> tuple[int, ...]:
+        users, _ = baseline_mod.read_accounts(self.root)
+        by_name = {u.name: u.id for u in users}
+        out = []
+        for n in names:
+            if n not in by_name:
+                raise InvalidArguments(f"no user {n!r} on the target")
+            out.append(by_name[n])
+        return tuple(out)
+
+    def _filters(self, sel: Selection) -> Filters:
+        for p in (*sel.include_paths, *sel.exclude_paths):
+            split_rel(p)  # ".." and NUL refused before anything is walked
+        return Filters(
+            include_paths=tuple("/".join(split_rel(p)) for p in sel.include_paths),
+            exclude_paths=tuple("/".join(split_rel(p)) for p in sel.exclude_paths),
+            include_globs=sel.include_globs, exclude_globs=sel.exclude_globs,
+            classes=sel.classes, exclude_classes=sel.exclude_classes,
+            uids=self._uids(sel.users) if sel.users else None,
+            exclude_uids=self._uids(sel.exclude_users), max_risk=sel.max_risk)
+
+    def _scan(self, selection: Selection, collect: bool) -> tuple[
+            Profile, list[tuple[Anchor, str]], ScanResult]:
+        profile = self.profiles.get(selection.profile)
+        anchors = self._anchors(profile, selection)
+        owned = dpkgdb.Ownership.load(self.root, [a.rel for a, _ in anchors])
+        spec = ScanSpec(root=str(self.root.path), anchors=tuple(a for a, _ in anchors),
+                        filters=self._filters(selection), refused=self.refused(),
+                        mounts=self.mount_rels(), owned=frozenset(owned.owners),
+                        collect=collect)
+        return profile, anchors, scan(spec, self._executor(), self.workers)
+
+    def _package_changes(self, profile: Profile, selection: Selection,
+                         base: Baseline) -> tuple[list[PackageChange], int]:
+        installed = dpkgdb.installed_packages(self.root)
+        if not profile.packages.remove_after_baseline or not selection_packages(selection):
+            return [], len(installed)
+        known = {(p.name, p.architecture) for p in base.packages}
+        changes = []
+        for p in installed:
+            if (p.name, p.architecture or "") in known or p.auto_installed is True:
+                continue
+            if p.essential or not dpkgdb.PACKAGE_NAME.fullmatch(p.name):
+                continue
+            if selection.packages and not _match_any(p.name, selection.packages):
+                continue
+            if _match_any(p.name, selection.exclude_packages):
+                continue
+            changes.append(PackageChange(
+                action="purge" if profile.packages.purge_data else "remove", name=p.name,
+                architecture=p.architecture or "", version=p.version or "",
+                reason=("installed by hand after the baseline" if base.source == "captured"
+                        else f"not part of the distribution's base (priority "
+                             f"{p.priority or 'unknown'})")))
+        return changes, len(installed)
+
+    def _notes(self, profile: Profile, base: Baseline, result: ScanResult) -> list[str]:
+        notes = []
+        if base.source == "distribution":
+            notes.append(baseline_mod.DISTRIBUTION_NOTE)
+        pending = [k for k, v in profile.packages.model_dump().items()
+                   if v and k not in ("remove_after_baseline", "purge_data")]
+        if pending:
+            notes.append("not done by this engine yet (listed, not planned): "
+                         + ", ".join(pending))
+        if result.owned_kept:
+            notes.append(f"{result.owned_kept} entries a rule matched belong to installed "
+                         "packages and are kept (remove the package instead)")
+        for rel in sorted(set(result.symlink_anchors)):
+            notes.append(f"/{rel} is a symlink or passes through one: not walked")
+        for rel in sorted(set(result.mounts_skipped)):
+            notes.append(f"/{rel} is another filesystem or a mount point: not entered")
+        return notes
+
+    def _analysis(self, profile: Profile, selection: Selection, result: ScanResult,
+                  base: Baseline, changes: Sequence[PackageChange]) -> AnalyzeResult:
+        by_class: dict[str, list[int]] = {c: [0, 0] for c in CLASSES}
+        by_risk: dict[str, list[int]] = {r: [0, 0] for r in RISKS}
+        by_rule: dict[str, list[int]] = {}
+        for (cls, risk, rule), (count, used) in result.totals.items():
+            for table, key in ((by_class, cls), (by_risk, risk), (by_rule, rule)):
+                t = table.setdefault(key, [0, 0])
+                t[0] += count
+                t[1] += used
+        total = [sum(v[0] for v in by_class.values()), sum(v[1] for v in by_class.values())]
+
+        def tot(v: list[int]) -> Totals:
+            return Totals(count=v[0], bytes=v[1])
+        return AnalyzeResult(
+            profile=profile.name, baseline_source=base.source, totals=tot(total),
+            by_class={k: tot(v) for k, v in by_class.items()},
+            by_risk={k: tot(v) for k, v in by_risk.items()},
+            by_rule={k: tot(v) for k, v in sorted(by_rule.items())},
+            kept_owned_by_package=result.owned_kept,
+            skipped_mounts=tuple(sorted(set(result.mounts_skipped))),
+            package_changes=tuple(changes),
+            notes=tuple(self._notes(profile, base, result)))
+
+    def analyze(self, selection: Selection) -> AnalyzeResult:
+        """Totals of what `selection` would remove (nothing stored)."""
+        profile, _, result = self._scan(selection, collect=False)
+        base = self.baseline()
+        changes, _ = self._package_changes(profile, selection, base)
+        return self._analysis(profile, selection, result, base, changes)
+
+    def _disk(self, anchors: Sequence[Anchor], result: ScanResult) -> list[DiskUsage]:
+        freed: dict[int, int] = {}
+        for it in result.items:
+            freed[it[7]] = freed.get(it[7], 0) + it[3]
+        table = self._mount_table()
+        out: dict[str, DiskUsage] = {}
+        for a in anchors:
+            host = self.root.host_path(a.rel)
+            try:
+                st = os.stat(host, follow_symlinks=False)
+                vfs = os.statvfs(host)
+            except OSError:
+                continue
+            mount = max((e.mountpoint for e in table.entries
+                         if str(host) == e.mountpoint
+                         or str(host).startswith(e.mountpoint.rstrip("/") + "/")),
+                        key=len, default="/")
+            if mount in out:
+                continue
+            used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+            out[mount] = DiskUsage(filesystem=mount, used_before=used,
+                                   used_after=max(0, used - freed.get(st.st_dev, 0)),
+                                   size=vfs.f_blocks * vfs.f_frsize)
+        return list(out.values())
+
+    def preview(self, selection: Selection) -> Plan:
+        """Walk, classify and store a plan; items are fetched with plan_items()."""
+        profile, anchors, result = self._scan(selection, collect=True)
+        base = self.baseline()
+        changes, installed = self._package_changes(profile, selection, base)
+        analysis = self._analysis(profile, selection, result, base, changes)
+        plan_id = secrets.token_hex(8)
+        header = (selection.model_dump_json() + "\n" + analysis.model_dump_json() + "\n"
+                  ).encode()
+        digest, count = self.store.add_items(
+            plan_id, [(a.rel, a.rule, d) for a, d in anchors], result.items, header)
+        risks = [r for r in RISKS if analysis.by_risk[r].count]
+        if changes:
+            risks.append("destructive")
+        highest: Risk = max(risks, key=lambda r: RISK_ORDER[r], default="safe")
+        plan = Plan(id=plan_id, digest=digest, created=self.clock(), selection=selection,
+                    analysis=analysis, disk=tuple(self._disk([a for a, _ in anchors], result)),
+                    packages_before=installed, packages_after=installed - len(changes),
+                    highest_risk=highest, item_count=count)
+        self.store.save_plan(plan)
+        return plan
+
+    def get_plan(self, plan_id: str) -> Plan:
+        plan = self.store.get_plan(check_plan_id(plan_id))
+        if plan is None:
+            raise PlanNotFound(f"no plan {plan_id}; make one with Preview")
+        return plan
+
+    def plan_items(self, plan_id: str, offset: int, limit: int) -> list[PlanItem]:
+        self.get_plan(plan_id)
+        if offset < 0 or not 0 < limit <= MAX_PAGE:
+            raise InvalidArguments(f"offset >= 0 and 1 <= limit <= {MAX_PAGE}")
+        anchors = self.store.anchors(plan_id)
+        users, _ = baseline_mod.read_accounts(self.root)
+        names = {u.id: u.name for u in users}
+        out = []
+        for row in self.store.rows(plan_id, offset, offset + limit):
+            seq, path, kind, size, used, uid, gid, ino, dev, mtime, cls, risk, rule, a = row
+            _, _, desc = anchors[a]
+            owner = names.get(uid, str(uid))
+            out.append(PlanItem(
+                seq=seq, path=os.fsdecode(path), kind=kind,
+                size=size, bytes=used, uid=uid, gid=gid, ino=ino, dev=dev, mtime_ns=mtime,
+                cls=cls, risk=risk, rule=rule,
+                reason=f"rule {rule} ({desc}); not owned by any package; owner {owner}",
+                owner=names.get(uid, "")))
+        return out
+
+    # -- execute ---------------------------------------------------------------------
+
+    def _planned(self, row: Row, anchors: Sequence[tuple[str, str, str]]) -> Planned:
+        _seq, path, kind, size, _, uid, _, ino, dev, mtime, *_, a = row
+        return Planned(rel=os.fsdecode(path), kind=kind, size=size, uid=uid, ino=ino,
+                       dev=dev, mtime_ns=mtime, anchor=anchors[a][0])
+
+    def _rollback_paths(self, plan_id: str) -> list[str]:
+        """The items not inside a directory item: saving these saves exactly the plan."""
+        dirs: set[str] = set()
+        out = []
+        for row in self.store.iter_rows(plan_id):
+            rel = os.fsdecode(row[1])
+            parts = rel.split("/")
+            if any("/".join(parts[:i]) in dirs for i in range(1, len(parts))):
+                continue
+            out.append(rel)
+            if row[2] == "dir":
+                dirs.add(rel)
+        return out
+
+    def execute(self, plan_id: str, digest: str, options: ExecuteOptions,
+                journal: Journal, *, job_id: int | None = None,
+                progress: Progress | None = None,
+                check_cancelled: Callable[[], None] | None = None) -> ExecuteResult:
+        plan = self.get_plan(plan_id)
+        if not secrets.compare_digest(plan.digest, str(digest)):
+            raise DigestMismatch(f"the digest does not match plan {plan_id}: preview again "
+                                 "and confirm the new plan")
+        if plan.analysis.package_changes:
+            raise NotApplicable("this plan removes packages, which this engine can't do "
+                                "yet; preview again without package changes "
+                                "(exclude_packages=['*'])")
+        exec_id = "x" + secrets.token_hex(8)
+        if options.dry_run:
+            journal = MemoryJournal()  # throwaway: a dry run leaves no trace
+        else:
+            self.store.add_execution(ExecutionRecord(
+                id=exec_id, plan=plan_id, digest=plan.digest, state="running",
+                started=self.clock(), job_id=job_id))
+        journal.record("reset.begin", {"op": exec_id, "plan": plan_id,
+                                       "digest": plan.digest, "dry_run": options.dry_run})
+        return self._run(plan, exec_id, journal, options.dry_run, None, False, job_id,
+                         progress, check_cancelled)
+
+    def _run(self, plan: Plan, exec_id: str, journal: Journal, dry_run: bool,
+             snapshot: str | None, saved: bool, job_id: int | None,
+             progress: Progress | None,
+             check_cancelled: Callable[[], None] | None) -> ExecuteResult:
+        anchors = self.store.anchors(plan.id)
+        skipped: list[SkippedItem] = []
+        skipped_count = 0
+        if not dry_run:
+            if snapshot is None:
+                snapshot = self._create_rollback_point(plan, exec_id, journal, job_id)
+            if not saved:
+                skipped_count += self._save(plan, exec_id, snapshot, journal, skipped)
+                journal.record("reset.saved", {"op": exec_id})
+        refused = self.refused()
+        mounts = self.mount_rels()
+        root_fd = os.open(self.root.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        remover = Remover(root_fd, refused, mounts, dry_run, self.before_remove)
+        removed = removed_bytes = gone = 0
+        total = max(plan.item_count, 1)
+        done = 0
+        unsaved = {s.path for s in skipped}
+        try:
+            hi = plan.item_count
+            while hi > 0:
+                lo = max(0, hi - DELETE_BATCH)
+                if check_cancelled is not None:
+                    check_cancelled()
+                journal.record("reset.delete", {"op": exec_id, "lo": lo, "hi": hi})
+                for row in self.store.rows(plan.id, lo, hi, descending=True):
+                    item = self._planned(row, anchors)
+                    if item.rel in unsaved:
+                        continue
+                    why = remover.remove(item)
+                    if why is None:
+                        removed += 1
+                        removed_bytes += row[4]
+                    elif why == "gone":
+                        gone += 1
+                    else:
+                        skipped_count += 1
+                        if len(skipped) < MAX_SKIPPED_REPORTED:
+                            skipped.append(SkippedItem(path=item.rel, reason=why))
+                done += hi - lo
+                hi = lo
+                if progress is not None:
+                    progress(done / total, f"{done} of {plan.item_count} items")
+        finally:
+            remover.close()
+            os.close(root_fd)
+        result = ExecuteResult(execution=exec_id, plan=plan.id, dry_run=dry_run,
+                               removed=removed, removed_bytes=removed_bytes,
+                               already_gone=gone, skipped=tuple(skipped),
+                               skipped_count=skipped_count, rollback_point=snapshot)
+        journal.record("reset.done", {"op": exec_id, "removed": removed,
+                                      "skipped": skipped_count})
+        if not dry_run:
+            self.store.update_execution(exec_id, state="done", finished=self.clock(),
+                                        result=result)
+        return result
+
+    def _create_rollback_point(self, plan: Plan, exec_id: str, journal: Journal,
+                               job_id: int | None) -> str:
+        if self.snapshots is None:
+            raise NotApplicable("no snapshot engine: a reset never runs without a "
+                                "rollback point")
+        cfg = self.snapshots.config(self.snapshot_config)
+        if cfg.path.resolve() != self.root.path:
+            raise NotApplicable(f"snapshot config {cfg.name} covers {cfg.path}, not the "
+                                f"target root {self.root.path}")
+        record = self.snapshots.create_snapshot(
+            cfg.name, f"before reset plan {plan.id}", {"reset_execution": exec_id},
+            kind="pre", job_id=job_id, important=True, cleanup="number")
+        journal.record("reset.snapshot", {"op": exec_id, "snapshot": record.id})
+        self.store.update_execution(exec_id, snapshot=record.id)
+        return record.id
+
+    def _save(self, plan: Plan, exec_id: str, snapshot: str, journal: Journal,
+              skipped: list[SkippedItem]) -> int:
+        """will_change(every rollback path); a path the snapshot engine refuses (a
+        symlink on the way now) is not saved, so it is not removed either."""
+        assert self.snapshots is not None
+        paths = self._rollback_paths(plan.id)
+        bad = 0
+        for i in range(0, len(paths), SAVE_BATCH):
+            chunk = paths[i:i + SAVE_BATCH]
+            journal.record("reset.save", {"op": exec_id, "from": i, "count": len(chunk)})
+            try:
+                self.snapshots.will_change(snapshot, chunk, created=False)
+            except OseError:
+                for p in chunk:
+                    try:
+                        self.snapshots.will_change(snapshot, [p], created=False)
+                    except OseError as exc:
+                        bad += 1
+                        skipped.append(SkippedItem(path=p, reason=f"not saved: {exc}"))
+        return bad
+
+    # -- rollback / recovery ---------------------------------------------------------
+
+    def get_execution(self, exec_id: str) -> ExecutionRecord:
+        record = self.store.get_execution(check_execution_id(exec_id))
+        if record is None:
+            raise ExecutionNotFound(f"no reset execution {exec_id}")
+        return record
+
+    def list_executions(self) -> list[ExecutionRecord]:
+        return self.store.list_executions()
+
+    def rollback(self, exec_id: str, journal: Journal) -> ResetRollbackResult:
+        """Put back every item the execution removed, from its rollback point."""
+        record = self.get_execution(exec_id)
+        if record.state == "rolled_back":
+            raise NotApplicable(f"execution {exec_id} was rolled back already")
+        if self.snapshots is None:
+            raise NotApplicable("no snapshot engine to roll back with")
+        snapshot = record.snapshot
+        journal.record("reset.rollback.begin", {"op": exec_id, "snapshot": snapshot})
+        self.store.update_execution(exec_id, state="rolling_back")
+        restored = 0
+        reboot = False
+        if snapshot is not None:
+            cfg = self.snapshots.config(self.snapshot_config)
+            if cfg.backend == "copy":
+                self.snapshots.rollback(snapshot)
+                restored = len(self._rollback_paths(record.plan))
+            else:
+                paths = self._rollback_paths(record.plan)
+                for i in range(0, len(paths), UNDO_CHUNK):
+                    restored += self.snapshots.undo(snapshot, paths[i:i + UNDO_CHUNK]).changed
+        journal.record("reset.rollback.done", {"op": exec_id})
+        self.store.update_execution(exec_id, state="rolled_back", finished=self.clock())
+        return ResetRollbackResult(execution=exec_id, snapshot=snapshot or "",
+                                   restored=restored, reboot_required=reboot)
+
+    @staticmethod
+    def decisions(entries: Iterable[JournalEntry]) -> list[RecoveryDecision]:
+        """What each reset execution in a journal reached."""
+        found: dict[str, dict[str, Any]] = {}
+        for step, data in entries:
+            op = data.get("op")
+            if not isinstance(op, str) or not step.startswith("reset."):
+                continue
+            d = found.setdefault(op, {"plan": "", "snapshot": None, "saved": False,
+                                      "deleting": False, "finished": False,
+                                      "rolled_back": False, "dry_run": False})
+            if step == "reset.begin":
+                d["plan"] = str(data.get("plan", ""))
+                d["dry_run"] = bool(data.get("dry_run"))
+            elif step == "reset.snapshot":
+                d["snapshot"] = str(data["snapshot"])
+            elif step == "reset.saved":
+                d["saved"] = True
+            elif step == "reset.delete":
+                d["deleting"] = True
+            elif step == "reset.done":
+                d["finished"] = True
+            elif step == "reset.rollback.done":
+                d["rolled_back"] = True
+            elif step == "reset.rollback.begin" and data.get("snapshot"):
+                d["snapshot"] = str(data["snapshot"])
+        return [RecoveryDecision(execution=op, plan=d["plan"], snapshot=d["snapshot"],
+                                 saved=d["saved"], deleting=d["deleting"],
+                                 finished=d["finished"], rolled_back=d["rolled_back"])
+                for op, d in found.items() if not d["dry_run"]]
+
+    def interrupted(self) -> list[ExecutionRecord]:
+        """Executions a dead process left running or rolling back (call at start-up:
+        they are marked `interrupted` and wait for resume or rollback)."""
+        out = []
+        for r in self.store.list_executions():
+            if r.state in ("running", "rolling_back"):
+                self.store.update_execution(r.id, state="interrupted")
+                out.append(r.model_copy(update={"state": "interrupted"}))
+            elif r.state == "interrupted":
+                out.append(r)
+        return out
+
+    def resume(self, exec_id: str, entries: Iterable[JournalEntry],
+               journal: Journal) -> ExecuteResult:
+        """Finish an interrupted execution: from its journal, make the rollback point
+        if it wasn't, save what wasn't saved, remove what is left (removals already
+        done count as gone)."""
+        record = self.get_execution(exec_id)
+        if record.state in ("done", "rolled_back") and record.result is not None:
+            return record.result
+        if record.state == "rolled_back":
+            raise NotApplicable(f"execution {exec_id} was rolled back")
+        mine = [d for d in self.decisions(entries) if d.execution == exec_id]
+        if not mine:
+            raise NotFound(f"the journal has no steps of execution {exec_id}")
+        d = mine[0]
+        plan = self.get_plan(record.plan)
+        if plan.digest != record.digest:
+            raise DigestMismatch("the plan changed since this execution started")
+        self.store.update_execution(exec_id, state="running")
+        journal.record("reset.resume", {"op": exec_id})
+        return self._run(plan, exec_id, journal, False, d.snapshot or record.snapshot,
+                         d.saved, record.job_id, None, None)
+
+
+def selection_packages(selection: Selection) -> bool:
+    return "*" not in selection.exclude_packages
+
+
+def _match_any(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
