@@ -392,8 +392,7 @@ class ResetEngine:
         changes, installed = self._package_changes(profile, selection, base)
         analysis = self._analysis(profile, selection, result, base, changes)
         plan_id = secrets.token_hex(8)
-        header = (selection.model_dump_json() + "\n" + analysis.model_dump_json() + "\n"
-                  ).encode()
+        header = _header(selection, analysis)
         digest, count = self.store.add_items(
             plan_id, [(a.rel, a.rule, d) for a, d in anchors], result.items, header)
         risks = [r for r in RISKS if analysis.by_risk[r].count]
@@ -462,6 +461,9 @@ class ResetEngine:
         if not secrets.compare_digest(plan.digest, str(digest)):
             raise DigestMismatch(f"the digest does not match plan {plan_id}: preview again "
                                  "and confirm the new plan")
+        if self.store.digest(plan.id, _header(plan.selection, plan.analysis)) != plan.digest:
+            raise DigestMismatch(f"the stored items of plan {plan_id} are not the ones "
+                                 "that were previewed; preview again")
         if plan.analysis.package_changes:
             raise NotApplicable("this plan removes packages, which this engine can't do "
                                 "yet; preview again without package changes "
@@ -676,6 +678,10 @@ class ResetEngine:
         journal.record("reset.resume", {"op": exec_id})
         return self._run(plan, exec_id, journal, False, d.snapshot or record.snapshot,
                          d.saved, record.job_id, None, None)
+
+
+def _header(selection: Selection, analysis: AnalyzeResult) -> bytes:
+    return (selection.model_dump_json() + "\n" + analysis.model_dump_json() + "\n").encode()
 
 
 def selection_packages(selection: Selection) -> bool:

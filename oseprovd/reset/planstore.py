@@ -102,6 +102,14 @@ class PlanStore:
                 raise
         return h.hexdigest(), count
 
+    def digest(self, plan_id: str, header: bytes) -> str:
+        """The digest over the stored rows again: what Execute checks, so the rows it
+        acts on are the rows that were previewed."""
+        h = hashlib.sha256(header)
+        for row in self.iter_rows(plan_id):
+            h.update(_row_digest_bytes(row))
+        return h.hexdigest()
+
     def save_plan(self, plan: Plan) -> None:
         with self.lock:
             self.conn.execute("INSERT INTO reset_plans VALUES (?, ?, ?, ?)",
