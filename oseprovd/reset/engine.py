@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from oseprovd.discovery.fsread import MountTable
-from oseprovd.errors import InvalidArguments, NotApplicable, NotFound, OseError
+from oseprovd.errors import InvalidArguments, NotApplicable, OseError
 from oseprovd.reset import baseline as baseline_mod
 from oseprovd.reset import dpkgdb
 from oseprovd.reset.baseline import BaselineRepository
@@ -471,12 +471,12 @@ class ResetEngine:
         exec_id = "x" + secrets.token_hex(8)
         if options.dry_run:
             journal = MemoryJournal()  # throwaway: a dry run leaves no trace
-        else:
+        journal.record("reset.begin", {"op": exec_id, "plan": plan_id,
+                                       "digest": plan.digest, "dry_run": options.dry_run})
+        if not options.dry_run:
             self.store.add_execution(ExecutionRecord(
                 id=exec_id, plan=plan_id, digest=plan.digest, state="running",
                 started=self.clock(), job_id=job_id))
-        journal.record("reset.begin", {"op": exec_id, "plan": plan_id,
-                                       "digest": plan.digest, "dry_run": options.dry_run})
         return self._run(plan, exec_id, journal, options.dry_run, None, False, job_id,
                          progress, check_cancelled)
 
@@ -668,9 +668,9 @@ class ResetEngine:
         if record.state == "rolled_back":
             raise NotApplicable(f"execution {exec_id} was rolled back")
         mine = [d for d in self.decisions(entries) if d.execution == exec_id]
-        if not mine:
-            raise NotFound(f"the journal has no steps of execution {exec_id}")
-        d = mine[0]
+        d = mine[0] if mine else RecoveryDecision(
+            execution=exec_id, plan=record.plan, snapshot=None, saved=False,
+            deleting=False, finished=False, rolled_back=False)
         plan = self.get_plan(record.plan)
         if plan.digest != record.digest:
             raise DigestMismatch("the plan changed since this execution started")
