@@ -609,10 +609,35 @@ class ResetEngine:
                 paths = self._rollback_paths(record.plan)
                 for i in range(0, len(paths), UNDO_CHUNK):
                     restored += self.snapshots.undo(snapshot, paths[i:i + UNDO_CHUNK]).changed
+                self._restore_parent_times(cfg.snapshot_dir / snapshot, paths)
         journal.record("reset.rollback.done", {"op": exec_id})
         self.store.update_execution(exec_id, state="rolled_back", finished=self.clock())
         return ResetRollbackResult(execution=exec_id, snapshot=snapshot or "",
                                    restored=restored, reboot_required=reboot)
+
+    def _restore_parent_times(self, snapshot_tree: Path, paths: Sequence[str]) -> None:
+        """A file-level btrfs undo keeps the parent directories' times as they are
+        now (the removals changed them); put back the times the snapshot holds. The
+        snapshot is the read-only subvolume `<snapshot_dir>/<id>` (btrfs backend)."""
+        snap = TargetRoot(snapshot_tree)
+        parents = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p},
+                         key=lambda p: -p.count("/"))
+        for rel in parents:
+            try:
+                sfd = snap.open_dir(rel)
+            except (OSError, OseError):
+                continue
+            try:
+                st = os.fstat(sfd)
+                lfd = self.root.open_dir(rel)
+            except (OSError, OseError):
+                os.close(sfd)
+                continue
+            try:
+                os.utime(lfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(lfd)
+                os.close(sfd)
 
     @staticmethod
     def decisions(entries: Iterable[JournalEntry]) -> list[RecoveryDecision]:

@@ -1,0 +1,202 @@
+"""Reset on a real debootstrapped Debian 12 root, made lived-in, on real filesystems:
+ext4 on a loop image (copy rollback store) and a btrfs subvolume (btrfs snapshot).
+
+Ground truth: dpkg-query with --admindir on the target, getent in a chroot, and
+sha256 + lstat + xattrs + ACL manifests taken by test code.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oseprovd.errors import NotApplicable
+from oseprovd.reset.baseline import FileBaselineRepository
+from oseprovd.reset.engine import ResetEngine
+from oseprovd.reset.models import ExecuteOptions, Selection
+from oseprovd.reset.planstore import PlanStore
+from oseprovd.snapshots.copy_backend import CopyBackend
+from oseprovd.snapshots.engine import SnapshotEngine
+from oseprovd.snapshots.journal import FileJournal
+from oseprovd.snapshots.models import SnapshotConfig
+from oseprovd.snapshots.repository import SqliteSnapshotRepository, ensure_schema
+from oseprovd.system.rootfs import TargetRoot
+from tests.harness import treemanifest
+from tests.harness.components import missing, require
+from tests.harness.loopfs import loop_fs
+from tests.integration.reset.debian_root import build_deb, dpkg_install, unpack_root
+from tests.unit.reset.livedin import all_paths
+
+pytestmark = [pytest.mark.root]
+
+
+@dataclass
+class Target:
+    root: Path
+    engine: ResetEngine
+    journal: FileJournal
+    backend: str
+
+
+def _admindir(root: Path) -> str:
+    return f"--admindir={root}/var/lib/dpkg"
+
+
+def dpkg_query(root: Path, *args: str) -> str:
+    return subprocess.run([require("dpkg-query", "ground truth"), _admindir(root), *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def owned_by_dpkg(root: Path) -> set[str]:
+    names = dpkg_query(root, "-W", "-f", "${Package}\n").split()
+    out = dpkg_query(root, "-L", *names)
+    return {line.strip("/") for line in out.splitlines() if line.startswith("/")}
+
+
+@pytest.fixture(params=["ext4", "btrfs"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    fstype = request.param
+    if fstype == "btrfs":
+        from oseprovd.system import btrfs as btrfs_sys
+        if not btrfs_sys.available():
+            missing("the btrfsutil bindings")
+    with loop_fs(tmp_path, fstype, size_mb=1500) as mnt:
+        root = mnt / "root"
+        if fstype == "btrfs":
+            subprocess.run([require("btrfs", "btrfs-progs"), "subvolume", "create", "--",
+                            str(root)], check=True, capture_output=True)
+        unpack_root(root)
+        cfg = SnapshotConfig(name="root", backend="btrfs" if fstype == "btrfs" else "copy",
+                             path=root, snapshot_dir=mnt / ".snaps")
+        conn = sqlite3.connect(tmp_path / "snap.db", isolation_level=None,
+                               check_same_thread=False)
+        ensure_schema(conn)
+        backends: dict[str, object] = {"copy": CopyBackend()}
+        if fstype == "btrfs":
+            from oseprovd.snapshots.btrfs_backend import BtrfsBackend
+            backends["btrfs"] = BtrfsBackend()
+        snaps = SnapshotEngine({"root": cfg}, SqliteSnapshotRepository(conn),
+                               backends, FileJournal(tmp_path / "snap.jsonl"))  # type: ignore[arg-type]
+        state = root / "var/lib/ose"
+        state.mkdir(mode=0o700)
+        engine = ResetEngine(TargetRoot(root), PlanStore(state / "reset.db"),
+                             FileBaselineRepository(state), snaps, state_dir=state,
+                             workers=2)
+        try:
+            yield Target(root, engine, FileJournal(tmp_path / "reset.jsonl"), fstype)
+        finally:
+            engine.close()
+            engine.store.close()
+            conn.close()
+
+
+def make_lived_in(root: Path) -> set[str]:
+    """Users with homes, caches, logs, temp files; returns what light must remove."""
+    with open(root / "etc/passwd", "a") as f:
+        f.write("alice:x:1000:1000:Alice:/home/alice:/bin/bash\n"
+                "bob:x:1001:1001:Bob:/home/bob:/bin/bash\n")
+    with open(root / "etc/group", "a") as f:
+        f.write("alice:x:1000:\nbob:x:1001:\n")
+    removes: set[str] = set()
+    for user, uid in (("alice", 1000), ("bob", 1001)):
+        home = root / "home" / user
+        subprocess.run(["cp", "-a", "--", f"{root}/etc/skel", str(home)], check=True)
+        (home / "Documents").mkdir()
+        (home / "Documents/thesis.tex").write_text("\\documentclass{article}\n" * 100)
+        for rel in (".cache/pip/http/a/b", ".cache/mozilla/firefox/x.sqlite",
+                    ".cache/thumbnails/large/t.png"):
+            p = home / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(os.urandom(4096))
+        subprocess.run(["chown", "-R", f"{uid}:{uid}", "--", str(home)], check=True)
+        for rel in (".cache/pip/http", ".cache/pip/http/a", ".cache/pip/http/a/b",
+                    ".cache/mozilla", ".cache/mozilla/firefox",
+                    ".cache/mozilla/firefox/x.sqlite", ".cache/thumbnails",
+                    ".cache/thumbnails/large", ".cache/thumbnails/large/t.png"):
+            removes.add(f"home/{user}/{rel}")
+    for rel, data in (("var/log/dpkg.log.1", "old"), ("var/log/apt/term.log.1.gz", "gz"),
+                      ("var/tmp/build/obj.o", "o"), ("var/log/alternatives.log.2.gz", "z")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(data)
+        removes.add(rel)
+    removes.add("var/tmp/build")
+    (root / "opt/vendor/bin").mkdir(parents=True)
+    (root / "opt/vendor/bin/app").write_text("#!/bin/sh\n")
+    debs = {f"var/cache/apt/archives/{n}" for n in os.listdir(root / "var/cache/apt/archives")
+            if n.endswith(".deb")}
+    assert debs, "debootstrap left no .debs in the archive cache"
+    return removes | debs
+
+
+def test_baseline_matches_dpkg_and_the_chroot(target: Target) -> None:
+    root = target.root
+    make_lived_in(root)
+    base = target.engine.capture_baseline()
+    assert target.engine.baseline() == base  # stored and read back
+    truth = {tuple(line.split(" ")[1:]) for line in dpkg_query(
+        root, "-W", "-f", "${db:Status-Status} ${Package} ${Version} ${Architecture}\n"
+    ).splitlines() if line.startswith("installed ")}
+    assert {(p.name, p.version, p.architecture) for p in base.packages} == truth
+    conf_truth = set()
+    for block in dpkg_query(root, "-W", "-f", "${Package}\\n${Conffiles}\\n").split("\n"):
+        f = block.split()
+        if len(f) >= 2 and f[0].startswith("/"):
+            conf_truth.add((f[0], f[1]))
+    assert {(c.path, c.md5) for c in base.conffiles} == conf_truth
+    assert conf_truth  # minbase has conffiles (e.g. /etc/debian_version's package)
+    getent = subprocess.run(["chroot", str(root), "getent", "passwd"], check=True,
+                            capture_output=True, text=True).stdout
+    assert {(u.name, u.id) for u in base.users} == {
+        (f.split(":")[0], int(f.split(":")[2])) for f in getent.splitlines()}
+    links = {(os.path.relpath(dp, root), n) for dp, _, fs in os.walk(root / "etc/systemd")
+             for n in fs if os.path.islink(os.path.join(dp, n))
+             and dp.endswith((".wants", ".requires"))}
+    assert {(s.wants_dir, s.unit) for s in base.services} == links
+
+
+def test_light_then_rollback_and_medium_lists_new_packages(target: Target,
+                                                           tmp_path: Path) -> None:
+    root = target.root
+    planted = make_lived_in(root)
+    target.engine.capture_baseline()
+    deb = build_deb(tmp_path, "ose-extra", {"/opt/ose-extra/data.txt": "data\n",
+                                            "/usr/share/doc/ose-extra/README": "r\n"})
+    dpkg_install(root, deb)
+    assert "ose-extra" in dpkg_query(root, "-W", "-f", "${Package}\n").split()
+    owned = owned_by_dpkg(root)
+    before_paths = all_paths(root)
+    treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+    before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+
+    plan = target.engine.preview(Selection(profile="light"))
+    items = {i.path for i in target.engine.plan_items(plan.id, 0, 10000)}
+    assert planted <= items
+    assert not items & owned, sorted(items & owned)[:5]
+    assert plan.analysis.baseline_source == "captured"
+    assert plan.packages_before == plan.packages_after
+    result = target.engine.execute(plan.id, plan.digest, ExecuteOptions(), target.journal)
+    assert result.skipped_count == 0, result.skipped[:5]
+    assert all_paths(root) == before_paths - items
+    # dpkg's view is unchanged: every file it lists that existed still exists
+    assert all(os.path.lexists(root / p) for p in owned if p in before_paths)
+    target.engine.rollback(result.execution, target.journal)
+    assert treemanifest.differences(before, treemanifest.manifest(
+        root, exclude=(b"var/lib/ose",))) == []
+
+    medium = target.engine.preview(Selection(profile="medium"))
+    assert [(c.name, c.action) for c in medium.analysis.package_changes] == [
+        ("ose-extra", "remove")]
+    assert medium.packages_after == medium.packages_before - 1
+    assert medium.highest_risk == "destructive"
+    with pytest.raises(NotApplicable):
+        target.engine.execute(medium.id, medium.digest, ExecuteOptions(), target.journal)
+    deep = target.engine.preview(Selection(profile="deep", exclude_packages=("*",)))
+    deep_items = {i.path for i in target.engine.plan_items(deep.id, 0, 10000)}
+    assert "opt/vendor/bin/app" in deep_items
+    assert not any(p.startswith("opt/ose-extra") for p in deep_items)  # dpkg's files
