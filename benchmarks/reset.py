@@ -1,0 +1,105 @@
+"""Reset engine timings: Analyze of a 200k-file tree against `du -s` on the same tree.
+
+The tree is the light profile's /var/tmp of a sandbox root (so Analyze walks exactly
+it): 40 directories x 25 subdirectories x 200 small files (+ the directories). Both
+sides run with a warm dentry/inode cache (one unmeasured run first); medians of
+several rounds. Also: Preview (which stores every item in SQLite and hashes them) and
+the raw scan without the engine around it.
+
+    .venv/bin/python -m benchmarks.reset [--files 200000] [--rounds 7] [--keep DIR]
+
+Run as root from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from oseprovd.reset.baseline import FileBaselineRepository
+from oseprovd.reset.engine import ResetEngine
+from oseprovd.reset.models import Selection
+from oseprovd.reset.planstore import PlanStore
+from oseprovd.system.rootfs import TargetRoot
+
+
+def build(root: Path, files: int) -> None:
+    top, sub = 40, 25
+    per = max(1, files // (top * sub))
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    data = b"x" * 100
+    for i in range(top):
+        for j in range(sub):
+            d = root / "var/tmp" / f"d{i:03d}" / f"s{j:03d}"
+            d.mkdir(parents=True, exist_ok=True)
+            for k in range(per):
+                fd = os.open(d / f"f{k:04d}", os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, data)
+                os.close(fd)
+
+
+def median_time(fn: Callable[[], object], rounds: int) -> float:
+    fn()  # warm
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="build (or reuse) the tree here instead of a temp dir")
+    args = ap.parse_args()
+    base = args.keep or Path(tempfile.mkdtemp(prefix="ose-bench-reset-"))
+    root = base / "root"
+    if not (root / "var/tmp").exists():
+        t = time.perf_counter()
+        build(root, args.files)
+        print(f"built {args.files} files in {time.perf_counter() - t:.1f} s")
+    tree = root / "var/tmp"
+    state = base / "state"
+    state.mkdir(exist_ok=True)
+    count = sum(len(fs) + len(ds) for _, ds, fs in os.walk(tree))
+    sel = Selection(profile="light")
+    du = shutil.which("du") or "du"
+    rows = []
+    t_du = median_time(lambda: subprocess.run([du, "-s", "--", str(tree)], check=True,
+                                              capture_output=True), args.rounds)
+    rows.append(("du -s", t_du))
+    for workers in (1, 2):
+        engine = ResetEngine(TargetRoot(root), PlanStore(state / f"reset{workers}.db"),
+                             FileBaselineRepository(state), None, workers=workers)
+        try:
+            t_an = median_time(lambda e=engine: e.analyze(sel), args.rounds)  # type: ignore[misc]
+            rows.append((f"Analyze light, {workers} process(es)", t_an))
+            if workers == 2:
+                t_pv = median_time(lambda e=engine: e.preview(sel), max(3, args.rounds // 2))  # type: ignore[misc]
+                rows.append((f"Preview light (items stored + hashed), {workers} processes",
+                             t_pv))
+        finally:
+            engine.close()
+    print(f"\ntree: {count} entries under {tree}\n")
+    print("| what | median (s) | ratio to du -s |")
+    print("|---|---|---|")
+    for what, t in rows:
+        print(f"| {what} | {t:.3f} | {t / t_du:.2f} |")
+    if args.keep is None:
+        shutil.rmtree(base)
+
+
+if __name__ == "__main__":
+    main()
