@@ -112,7 +112,8 @@ def test_distribution_fallback_and_repository(tmp_path: Path) -> None:
     (root / "var/lib/dpkg").mkdir(parents=True)
     (root / "var/lib/dpkg/status").write_text(STATUS)
     (root / "etc").mkdir()
-    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nal:x:1000:1000::/home/al:/bin/sh\n")
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
+                                     "al:x:1000:1000::/home/al:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     fixed = datetime(2026, 1, 1, tzinfo=UTC)
     dist = baseline.distribution(TargetRoot(root), lambda: fixed)
