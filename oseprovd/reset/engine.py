@@ -52,6 +52,7 @@ from oseprovd.reset.models import (
     SkippedItem,
     Totals,
 )
+from oseprovd.reset.packages import PackageTool, package_paths
 from oseprovd.reset.planstore import PlanStore, Row
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
@@ -104,6 +105,7 @@ class ResetEngine:
                  state_dir: Path | None = None, profiles: ProfileCatalog | None = None,
                  proc: Path = Path("/proc"), workers: int | None = None,
                  clock: Callable[[], datetime] = _now,
+                 packages: PackageTool | None = None,
                  before_remove: Callable[[str], None] | None = None) -> None:
         """`state_dir` (and the snapshot store) are never touched by a reset;
         `workers` > 1 spreads big walks over processes; `before_remove(rel)` is a
@@ -119,6 +121,7 @@ class ResetEngine:
         self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
         self.clock = clock
         self.before_remove = before_remove
+        self.packages = packages
         self._pool: Executor | None = None
 
     def close(self) -> None:
@@ -309,7 +312,24 @@ class ResetEngine:
                 reason=("installed by hand after the baseline" if base.source == "captured"
                         else f"not part of the distribution's base (priority "
                              f"{p.priority or 'unknown'})")))
+        if changes and self.packages is not None:
+            changes = self._simulated(changes, profile.packages.purge_data)
         return changes, len(installed)
+
+    def _simulated(self, requested: list[PackageChange], purge: bool) -> list[PackageChange]:
+        """What apt would really remove for the requested packages (their dependents
+        and the dependencies nothing needs any more come along)."""
+        assert self.packages is not None
+        asked = {c.name: c for c in requested}
+        out = []
+        for name, arch, version in self.packages.simulate_remove(
+                self.root.path, sorted(asked), purge):
+            c = asked.get(name)
+            out.append(c if c is not None else PackageChange(
+                action="purge" if purge else "remove", name=name, architecture=arch,
+                version=version, requested=False,
+                reason="removed along: depends on a removed package or is no longer needed"))
+        return out
 
     def _notes(self, profile: Profile, base: Baseline, result: ScanResult) -> list[str]:
         notes = []
@@ -465,9 +485,7 @@ class ResetEngine:
             raise DigestMismatch(f"the stored items of plan {plan_id} are not the ones "
                                  "that were previewed; preview again")
         if plan.analysis.package_changes:
-            raise NotApplicable("this plan removes packages, which this engine can't do "
-                                "yet; preview again without package changes "
-                                "(exclude_packages=['*'])")
+            self._check_packages(plan)
         exec_id = "x" + secrets.token_hex(8)
         if options.dry_run:
             journal = MemoryJournal()  # throwaway: a dry run leaves no trace
@@ -480,27 +498,77 @@ class ResetEngine:
         return self._run(plan, exec_id, journal, options.dry_run, None, False, job_id,
                          progress, check_cancelled)
 
+    def _requested(self, plan: Plan) -> list[str]:
+        return sorted(c.name for c in plan.analysis.package_changes if c.requested)
+
+    def _purge(self, plan: Plan) -> bool:
+        return any(c.action == "purge" for c in plan.analysis.package_changes)
+
+    def _check_packages(self, plan: Plan) -> None:
+        """apt must still answer what the preview showed."""
+        if self.packages is None:
+            raise NotApplicable("this plan removes packages and no package tool is "
+                                "configured; preview again with exclude_packages=['*']")
+        now = self.packages.simulate_remove(self.root.path, self._requested(plan),
+                                            self._purge(plan))
+        planned = sorted((c.name, c.architecture, c.version)
+                         for c in plan.analysis.package_changes)
+        if sorted(now) != planned:
+            raise DigestMismatch("apt would now remove other packages than the plan "
+                                 "shows; preview again")
+
+    def _remove_packages(self, plan: Plan, exec_id: str, journal: Journal) -> list[str]:
+        """Idempotent: only requested packages still installed are given to apt."""
+        assert self.packages is not None
+        installed = {p.name for p in dpkgdb.installed_packages(self.root)}
+        names = [n for n in self._requested(plan) if n in installed]
+        journal.record("reset.packages", {"op": exec_id, "names": names})
+        if names:
+            self.packages.remove(self.root.path, names, self._purge(plan))
+        journal.record("reset.packages.done", {"op": exec_id})
+        left = {p.name for p in dpkgdb.installed_packages(self.root)}
+        return sorted(c.name for c in plan.analysis.package_changes if c.name not in left)
+
     def _run(self, plan: Plan, exec_id: str, journal: Journal, dry_run: bool,
              snapshot: str | None, saved: bool, job_id: int | None,
              progress: Progress | None,
              check_cancelled: Callable[[], None] | None) -> ExecuteResult:
-        anchors = self.store.anchors(plan.id)
-        skipped: list[SkippedItem] = []
-        skipped_count = 0
+        tally = _Tally()
         if not dry_run:
             if snapshot is None:
                 snapshot = self._create_rollback_point(plan, exec_id, journal, job_id)
             if not saved:
-                skipped_count += self._save(plan, exec_id, snapshot, journal, skipped)
+                self._save(plan, exec_id, snapshot, journal, tally)
                 journal.record("reset.saved", {"op": exec_id})
-        refused = self.refused()
-        mounts = self.mount_rels()
+            # what could not be saved is not removed, also when resuming
+            tally.unsaved = set(self.store.unsaved(exec_id))
+        self._remove_items(plan, exec_id, journal, dry_run, tally, progress,
+                           check_cancelled)
+        removed_pkgs: list[str] = []
+        if plan.analysis.package_changes and not dry_run:
+            removed_pkgs = self._remove_packages(plan, exec_id, journal)
+        result = ExecuteResult(execution=exec_id, plan=plan.id, dry_run=dry_run,
+                               removed=tally.removed, removed_bytes=tally.removed_bytes,
+                               already_gone=tally.gone, skipped=tuple(tally.skipped),
+                               skipped_count=tally.skipped_count, rollback_point=snapshot,
+                               packages_removed=tuple(removed_pkgs))
+        journal.record("reset.done", {"op": exec_id, "removed": tally.removed,
+                                      "skipped": tally.skipped_count})
+        if not dry_run:
+            self.store.update_execution(exec_id, state="done", finished=self.clock(),
+                                        result=result)
+        return result
+
+    def _remove_items(self, plan: Plan, exec_id: str, journal: Journal, dry_run: bool,
+                      tally: _Tally, progress: Progress | None,
+                      check_cancelled: Callable[[], None] | None) -> None:
+        """Batches of removals, deepest paths first; each batch journaled before."""
+        anchors = self.store.anchors(plan.id)
         root_fd = os.open(self.root.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        remover = Remover(root_fd, refused, mounts, dry_run, self.before_remove)
-        removed = removed_bytes = gone = 0
+        remover = Remover(root_fd, self.refused(), self.mount_rels(), dry_run,
+                          self.before_remove)
         total = max(plan.item_count, 1)
         done = 0
-        unsaved = {s.path for s in skipped}
         try:
             hi = plan.item_count
             while hi > 0:
@@ -510,18 +578,10 @@ class ResetEngine:
                 journal.record("reset.delete", {"op": exec_id, "lo": lo, "hi": hi})
                 for row in self.store.rows(plan.id, lo, hi, descending=True):
                     item = self._planned(row, anchors)
-                    if item.rel in unsaved:
+                    if any(item.rel == u or item.rel.startswith(u + "/")
+                           for u in tally.unsaved):
                         continue
-                    why = remover.remove(item)
-                    if why is None:
-                        removed += 1
-                        removed_bytes += row[4]
-                    elif why == "gone":
-                        gone += 1
-                    else:
-                        skipped_count += 1
-                        if len(skipped) < MAX_SKIPPED_REPORTED:
-                            skipped.append(SkippedItem(path=item.rel, reason=why))
+                    tally.count(item.rel, remover.remove(item), row[4])
                 done += hi - lo
                 hi = lo
                 if progress is not None:
@@ -529,16 +589,6 @@ class ResetEngine:
         finally:
             remover.close()
             os.close(root_fd)
-        result = ExecuteResult(execution=exec_id, plan=plan.id, dry_run=dry_run,
-                               removed=removed, removed_bytes=removed_bytes,
-                               already_gone=gone, skipped=tuple(skipped),
-                               skipped_count=skipped_count, rollback_point=snapshot)
-        journal.record("reset.done", {"op": exec_id, "removed": removed,
-                                      "skipped": skipped_count})
-        if not dry_run:
-            self.store.update_execution(exec_id, state="done", finished=self.clock(),
-                                        result=result)
-        return result
 
     def _create_rollback_point(self, plan: Plan, exec_id: str, journal: Journal,
                                job_id: int | None) -> str:
@@ -557,12 +607,17 @@ class ResetEngine:
         return record.id
 
     def _save(self, plan: Plan, exec_id: str, snapshot: str, journal: Journal,
-              skipped: list[SkippedItem]) -> int:
+              tally: _Tally) -> None:
         """will_change(every rollback path); a path the snapshot engine refuses (a
         symlink on the way now) is not saved, so it is not removed either."""
         assert self.snapshots is not None
         paths = self._rollback_paths(plan.id)
-        bad = 0
+        if plan.analysis.package_changes:
+            extra = package_paths(self.root.path,
+                                  [c.name for c in plan.analysis.package_changes],
+                                  self._purge(plan))
+            self.store.add_saved(exec_id, extra)
+            paths = paths + extra
         for i in range(0, len(paths), SAVE_BATCH):
             chunk = paths[i:i + SAVE_BATCH]
             journal.record("reset.save", {"op": exec_id, "from": i, "count": len(chunk)})
@@ -573,9 +628,8 @@ class ResetEngine:
                     try:
                         self.snapshots.will_change(snapshot, [p], created=False)
                     except OseError as exc:
-                        bad += 1
-                        skipped.append(SkippedItem(path=p, reason=f"not saved: {exc}"))
-        return bad
+                        self.store.add_unsaved(exec_id, [p])
+                        tally.count(p, f"not saved in the rollback point: {exc}", 0)
 
     # -- rollback / recovery ---------------------------------------------------------
 
@@ -606,7 +660,7 @@ class ResetEngine:
                 self.snapshots.rollback(snapshot)
                 restored = len(self._rollback_paths(record.plan))
             else:
-                paths = self._rollback_paths(record.plan)
+                paths = self._rollback_paths(record.plan) + self.store.saved(exec_id)
                 for i in range(0, len(paths), UNDO_CHUNK):
                     restored += self.snapshots.undo(snapshot, paths[i:i + UNDO_CHUNK]).changed
                 self._restore_parent_times(cfg.snapshot_dir / snapshot, paths)
@@ -703,6 +757,24 @@ class ResetEngine:
         journal.record("reset.resume", {"op": exec_id})
         return self._run(plan, exec_id, journal, False, d.snapshot or record.snapshot,
                          d.saved, record.job_id, None, None)
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.removed = self.removed_bytes = self.gone = self.skipped_count = 0
+        self.skipped: list[SkippedItem] = []
+        self.unsaved: set[str] = set()
+
+    def count(self, rel: str, why: str | None, used: int) -> None:
+        if why is None:
+            self.removed += 1
+            self.removed_bytes += used
+        elif why == "gone":
+            self.gone += 1
+        else:
+            self.skipped_count += 1
+            if len(self.skipped) < MAX_SKIPPED_REPORTED:
+                self.skipped.append(SkippedItem(path=rel, reason=why))
 
 
 def _header(selection: Selection, analysis: AnalyzeResult) -> bytes:

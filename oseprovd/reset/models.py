@@ -103,6 +103,7 @@ class PackageChange(_Frozen):
     architecture: str
     version: str
     reason: str
+    requested: bool = True  # False: apt removes it along (dependent, or now unneeded)
 
 
 class AnalyzeResult(_Frozen):
@@ -175,6 +176,7 @@ class ExecuteResult(_Frozen):
     skipped: tuple[SkippedItem, ...] = ()
     skipped_count: NonNegative = 0
     rollback_point: str | None = None
+    packages_removed: tuple[str, ...] = ()
     state: ExecutionState = "done"
 
 

@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS reset_items (
     gid INTEGER NOT NULL, ino INTEGER NOT NULL, dev INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, cls TEXT NOT NULL, risk TEXT NOT NULL, rule TEXT NOT NULL,
     anchor INTEGER NOT NULL, PRIMARY KEY (plan_id, seq));
+CREATE TABLE IF NOT EXISTS reset_saved (
+    execution TEXT NOT NULL, path BLOB NOT NULL, PRIMARY KEY (execution, path));
+CREATE TABLE IF NOT EXISTS reset_unsaved (
+    execution TEXT NOT NULL, path BLOB NOT NULL, PRIMARY KEY (execution, path));
 CREATE TABLE IF NOT EXISTS reset_executions (
     id TEXT PRIMARY KEY, plan_id TEXT NOT NULL, digest TEXT NOT NULL, state TEXT NOT NULL,
     started TEXT NOT NULL, finished TEXT, snapshot TEXT, job_id INTEGER, result TEXT);
@@ -200,6 +204,31 @@ class PlanStore:
             snapshot=str(r[6]) if r[6] else None,
             job_id=int(str(r[7])) if r[7] is not None else None,
             result=ExecuteResult.model_validate_json(str(r[8])) if r[8] else None)
+
+    def add_saved(self, exec_id: str, paths: Iterable[str]) -> None:
+        """Extra paths saved in an execution's rollback point (package files)."""
+        with self.lock:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO reset_saved VALUES (?, ?)",
+                                  [(exec_id, os.fsencode(p)) for p in paths])
+            self.conn.execute("COMMIT")
+
+    def add_unsaved(self, exec_id: str, paths: Iterable[str]) -> None:
+        """Items the rollback point could not hold: never removed, also on resume."""
+        with self.lock:
+            self.conn.executemany("INSERT OR IGNORE INTO reset_unsaved VALUES (?, ?)",
+                                  [(exec_id, os.fsencode(p)) for p in paths])
+
+    def unsaved(self, exec_id: str) -> list[str]:
+        with self.lock:
+            return [os.fsdecode(r[0]) for r in self.conn.execute(
+                "SELECT path FROM reset_unsaved WHERE execution = ?", (exec_id,))]
+
+    def saved(self, exec_id: str) -> list[str]:
+        with self.lock:
+            return [os.fsdecode(r[0]) for r in self.conn.execute(
+                "SELECT path FROM reset_saved WHERE execution = ? ORDER BY path",
+                (exec_id,))]
 
     def get_execution(self, exec_id: str) -> ExecutionRecord | None:
         with self.lock:
