@@ -52,7 +52,7 @@ from oseprovd.reset.models import (
     SkippedItem,
     Totals,
 )
-from oseprovd.reset.packages import PackageTool, package_paths
+from oseprovd.reset.packages import STATE_PATHS, PackageTool, package_paths
 from oseprovd.reset.planstore import PlanStore, Row
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
@@ -511,9 +511,8 @@ class ResetEngine:
                                 "configured; preview again with exclude_packages=['*']")
         now = self.packages.simulate_remove(self.root.path, self._requested(plan),
                                             self._purge(plan))
-        planned = sorted((c.name, c.architecture, c.version)
-                         for c in plan.analysis.package_changes)
-        if sorted(now) != planned:
+        planned = sorted((c.name, c.version) for c in plan.analysis.package_changes)
+        if sorted((n, v) for n, _, v in now) != planned:
             raise DigestMismatch("apt would now remove other packages than the plan "
                                  "shows; preview again")
 
@@ -616,8 +615,11 @@ class ResetEngine:
             extra = package_paths(self.root.path,
                                   [c.name for c in plan.analysis.package_changes],
                                   self._purge(plan))
-            self.store.add_saved(exec_id, extra)
+            self.store.add_saved(exec_id, [*extra, *STATE_PATHS])
             paths = paths + extra
+            journal.record("reset.save", {"op": exec_id, "state": True})
+            # created=True: a restore also removes what apt/dpkg made in them
+            self.snapshots.will_change(snapshot, list(STATE_PATHS), created=True)
         for i in range(0, len(paths), SAVE_BATCH):
             chunk = paths[i:i + SAVE_BATCH]
             journal.record("reset.save", {"op": exec_id, "from": i, "count": len(chunk)})
@@ -670,12 +672,15 @@ class ResetEngine:
                                    restored=restored, reboot_required=reboot)
 
     def _restore_parent_times(self, snapshot_tree: Path, paths: Sequence[str]) -> None:
-        """A file-level btrfs undo keeps the parent directories' times as they are
+        """A file-level btrfs undo keeps the ancestor directories' times as they are
         now (the removals changed them); put back the times the snapshot holds. The
         snapshot is the read-only subvolume `<snapshot_dir>/<id>` (btrfs backend)."""
         snap = TargetRoot(snapshot_tree)
-        parents = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p},
-                         key=lambda p: -p.count("/"))
+        # every ancestor: removing a package's directory changes its parent's times
+        # too (the copy store likewise restores the metadata of all ancestors)
+        ancestors = {"/".join(p.split("/")[:i]) for p in paths
+                     for i in range(1, p.count("/") + 1)}
+        parents = sorted(ancestors, key=lambda p: -p.count("/"))
         for rel in parents:
             try:
                 sfd = snap.open_dir(rel)

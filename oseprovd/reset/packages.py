@@ -58,7 +58,8 @@ class AptChroot:
             check_package(n)
         argv = [self.apt_get, *_APT_OPTS, "-y", "--autoremove"]
         if simulate:
-            argv.append("-s")
+            # a simulation must leave no trace: no planner log (eipp.log.xz)
+            argv += ["-o", "Dir::Log::Planner=/dev/null", "-s"]
         if purge:
             argv.append("--purge")
         argv += ["remove", "--", *names]
@@ -91,17 +92,25 @@ class AptChroot:
         self._run(self._argv(root, names, purge, simulate=False))
 
 
+# What apt and dpkg change besides the packages' own files: saved so that a restore
+# also removes what they created (locks, logs, state files).
+STATE_PATHS = ("var/lib/dpkg", "var/log/apt", "var/cache/debconf", "etc/alternatives",
+               "var/lib/apt/extended_states", "var/lib/apt/lists/lock",
+               "var/lib/apt/lists/auxfiles", "var/lib/apt/lists/partial",
+               "var/cache/apt/archives/lock", "var/cache/apt/archives/partial",
+               "var/log/dpkg.log", "var/log/alternatives.log")
+
+
 def package_paths(root_path: Path, names: Sequence[str], purge: bool) -> list[str]:
-    """What removing `names` may change, relative to the root, for the copy store:
-    every non-directory file the packages list, their conffiles, dpkg's and apt's
-    state, debconf's database and the logs apt and dpkg append to."""
+    """The files removing `names` deletes, relative to the root, for the rollback
+    point: every non-directory path the packages list (directories are only removed
+    when empty, and their metadata is saved as the files' parents), and with purge
+    /var/lib/<pkg> and /etc/<pkg>."""
     from oseprovd.reset.dpkgdb import INFO_DIR
     from oseprovd.system.rootfs import TargetRoot
 
     root = TargetRoot(root_path)
-    out: set[str] = {"var/lib/dpkg", "var/lib/apt/extended_states", "var/cache/debconf",
-                     "etc/alternatives", "var/log/dpkg.log", "var/log/apt",
-                     "var/log/alternatives.log"}
+    out: set[str] = set()
     for name in names:
         base = name.split(":")[0]
         for list_name in (f"{base}.list", f"{name}.list"):
@@ -113,14 +122,16 @@ def package_paths(root_path: Path, names: Sequence[str], purge: bool) -> list[st
                 rel = os.fsdecode(raw).strip("/")
                 if not rel or rel == ".":
                     continue
-                st = root.lstat(rel)
+                try:
+                    st = root.lstat(rel)
+                except OseError:
+                    continue  # a symlinked directory on the way (merged /usr): not ours
                 if st is not None and not _isdir(st.st_mode):
                     out.add(rel)
         if purge:
             for extra in (f"var/lib/{base}", f"etc/{base}"):
                 if root.lstat(extra) is not None:
                     out.add(extra)
-    # keep only paths that exist or whose parent exists (the store records absence)
     return sorted(out)
 
 

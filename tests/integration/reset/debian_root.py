@@ -93,13 +93,14 @@ def unpack_root(dest: Path) -> Path:
     return dest
 
 
-def build_deb(tmp: Path, name: str, files: dict[str, str]) -> Path:
+def build_deb(tmp: Path, name: str, files: dict[str, str], depends: str = "") -> Path:
     """A tiny .deb (dpkg-deb -b) with `files` (absolute path -> content)."""
     pkg = tmp / f"{name}-pkg"
     (pkg / "DEBIAN").mkdir(parents=True)
     (pkg / "DEBIAN/control").write_text(
         f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: OSE tests "
-        f"<tests@ose.invalid>\nPriority: optional\nDescription: test package\n")
+        f"<tests@ose.invalid>\nPriority: optional\nDescription: test package\n"
+        + (f"Depends: {depends}\n" if depends else ""))
     for path, content in files.items():
         p = pkg / path.lstrip("/")
         p.parent.mkdir(parents=True, exist_ok=True)

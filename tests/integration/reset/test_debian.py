@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from oseprovd.errors import NotApplicable
 from oseprovd.reset.baseline import FileBaselineRepository
 from oseprovd.reset.engine import ResetEngine
 from oseprovd.reset.models import ExecuteOptions, Selection
+from oseprovd.reset.packages import AptChroot
 from oseprovd.reset.planstore import PlanStore
 from oseprovd.snapshots.copy_backend import CopyBackend
 from oseprovd.snapshots.engine import SnapshotEngine
@@ -87,7 +87,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         state.mkdir(mode=0o700)
         engine = ResetEngine(TargetRoot(root), PlanStore(state / "reset.db"),
                              FileBaselineRepository(state), snaps, state_dir=state,
-                             workers=2)
+                             workers=2, packages=AptChroot())
         try:
             yield Target(root, engine, FileJournal(tmp_path / "reset.jsonl"), fstype)
         finally:
@@ -189,14 +189,47 @@ def test_light_then_rollback_and_medium_lists_new_packages(target: Target,
     assert treemanifest.differences(before, treemanifest.manifest(
         root, exclude=(b"var/lib/ose",))) == []
 
-    medium = target.engine.preview(Selection(profile="medium"))
-    assert [(c.name, c.action) for c in medium.analysis.package_changes] == [
-        ("ose-extra", "remove")]
-    assert medium.packages_after == medium.packages_before - 1
-    assert medium.highest_risk == "destructive"
-    with pytest.raises(NotApplicable):
-        target.engine.execute(medium.id, medium.digest, ExecuteOptions(), target.journal)
     deep = target.engine.preview(Selection(profile="deep", exclude_packages=("*",)))
     deep_items = {i.path for i in target.engine.plan_items(deep.id, 0, 10000)}
     assert "opt/vendor/bin/app" in deep_items
     assert not any(p.startswith("opt/ose-extra") for p in deep_items)  # dpkg's files
+
+
+def installed(root: Path) -> set[tuple[str, str]]:
+    return {tuple(line.split(" ", 2)[1:]) for line in dpkg_query(  # type: ignore[misc]
+        root, "-W", "-f", "${db:Status-Status} ${Package} ${Version}\n").splitlines()
+        if line.startswith("installed ")}
+
+
+def test_medium_removes_new_packages_and_rollback_brings_them_back(
+        target: Target, tmp_path: Path) -> None:
+    root = target.root
+    make_lived_in(root)
+    target.engine.capture_baseline()
+    base_set = installed(root)
+    lib = build_deb(tmp_path, "ose-lib", {"/usr/lib/ose-lib/lib.so": "lib\n"})
+    app = build_deb(tmp_path, "ose-app", {"/usr/bin/ose-app": "#!/bin/sh\n"},
+                    depends="ose-lib")
+    dpkg_install(root, lib)
+    dpkg_install(root, app)
+    with open(root / "var/lib/apt/extended_states", "a") as f:  # as apt records a dep
+        f.write("Package: ose-lib\nArchitecture: amd64\nAuto-Installed: 1\n\n")
+    with_new = installed(root)
+    assert {n for n, _ in with_new - base_set} == {"ose-lib", "ose-app"}
+    treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+    before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+
+    plan = target.engine.preview(Selection(profile="medium"))
+    changes = {(c.name, c.requested) for c in plan.analysis.package_changes}
+    assert changes == {("ose-app", True), ("ose-lib", False)}  # apt's autoremove
+    assert plan.packages_after == plan.packages_before - 2
+    assert plan.highest_risk == "destructive"
+    result = target.engine.execute(plan.id, plan.digest, ExecuteOptions(), target.journal)
+    assert set(result.packages_removed) == {"ose-app", "ose-lib"}
+    assert installed(root) == base_set  # ground truth: dpkg-query on the target
+    assert not (root / "usr/bin/ose-app").exists()
+    target.engine.rollback(result.execution, target.journal)
+    assert installed(root) == with_new
+    diff = treemanifest.differences(before, treemanifest.manifest(
+        root, exclude=(b"var/lib/ose",)))
+    assert diff == [], "\n".join(diff)
