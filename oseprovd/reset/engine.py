@@ -25,7 +25,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from oseprovd.discovery.fsread import MountTable
 from oseprovd.errors import InvalidArguments, NotApplicable, OseError
@@ -57,6 +57,7 @@ from oseprovd.reset.planstore import PlanStore, Row
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
 from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, scan
+from oseprovd.reset.skel import copy_skel, skel_paths
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
 from oseprovd.system.rootfs import TargetRoot, split_rel
@@ -97,6 +98,17 @@ class JobJournal:
 
     def record(self, step: str, data: dict[str, Any]) -> None:
         self._step(step, **data)
+
+
+class StepLike(Protocol):
+    kind: str
+    data: dict[str, Any]
+
+
+def entries_from_steps(steps: Iterable[StepLike]) -> list[JournalEntry]:
+    """A job's stored steps (JobContext.steps(), JobStep) as journal entries for
+    `decisions` and `resume`."""
+    return [(s.kind, dict(s.data)) for s in steps]
 
 
 class ResetEngine:
@@ -185,11 +197,12 @@ class ResetEngine:
                 out.add(rel)
         return frozenset(out)
 
-    def _homes(self) -> list[str]:
+    def _homes(self, people_only: bool = False) -> list[str]:
         users, _ = baseline_mod.read_accounts(self.root)
         homes = []
         for u in users:
-            if (u.id == 0 or 1000 <= u.id < 65534) and u.home.startswith("/"):
+            person = 1000 <= u.id < 65534
+            if (person or (u.id == 0 and not people_only)) and u.home.startswith("/"):
                 try:
                     rel = self.root.resolve_rel(u.home)
                 except InvalidArguments:
@@ -198,14 +211,17 @@ class ResetEngine:
                     homes.append(rel)
         return homes
 
-    def _expand(self, pattern: str, homes: Sequence[str]) -> list[str]:
-        """A rule path to the trees it names: {home} for each home, globs matched
-        component by component on directories only (never through a symlink)."""
-        if "{home}" in pattern:
-            out: list[str] = []
-            for h in homes:
-                out.extend(self._expand(pattern.replace("{home}", h), ()))
-            return out
+    def _expand(self, pattern: str, homes: Sequence[str],
+                user_homes: Sequence[str]) -> list[str]:
+        """A rule path to the trees it names: {home} for each home, {user_home} for
+        people's homes, globs matched component by component on directories only
+        (never through a symlink)."""
+        for key, values in (("{home}", homes), ("{user_home}", user_homes)):
+            if key in pattern:
+                out: list[str] = []
+                for h in values:
+                    out.extend(self._expand(pattern.replace(key, h), (), ()))
+                return out
         parts = split_rel(pattern)
         current = [""]
         for part in parts:
@@ -233,17 +249,22 @@ class ResetEngine:
 
     def _anchors(self, profile: Profile, selection: Selection) -> list[tuple[Anchor, str]]:
         homes = self._homes()
+        user_homes = self._homes(people_only=True)
         now = self.clock().timestamp()
-        anchors: list[tuple[Anchor, str]] = []
+        by_rel: dict[str, tuple[Anchor, str]] = {}
         for rule in profile.rules:
             min_mtime = (int((now - rule.min_age_days * 86400) * 10**9)
                          if rule.min_age_days > 0 else None)
             for pattern in rule.paths:
-                for rel in self._expand(pattern, homes):
-                    anchors.append((Anchor(rel=rel, rule=rule.id, cls=rule.cls,
-                                           risk=rule.risk, names=rule.names,
-                                           min_mtime_ns=min_mtime, exclude=rule.exclude),
-                                    rule.description))
+                for rel in self._expand(pattern, homes, user_homes):
+                    # the same tree named again (a deeper profile): the later rule wins
+                    by_rel.pop(rel, None)
+                    by_rel[rel] = (Anchor(rel=rel, rule=rule.id, cls=rule.cls,
+                                          risk=rule.risk, names=rule.names,
+                                          min_mtime_ns=min_mtime, exclude=rule.exclude,
+                                          top_level=rule.top_level, skel=rule.skel),
+                                   rule.description)
+        anchors = list(by_rel.values())
         for i, extra in enumerate(selection.add_paths):
             rel = "/".join(split_rel(extra))
             if not rel:
@@ -350,7 +371,8 @@ class ResetEngine:
         return notes
 
     def _analysis(self, profile: Profile, selection: Selection, result: ScanResult,
-                  base: Baseline, changes: Sequence[PackageChange]) -> AnalyzeResult:
+                  base: Baseline, changes: Sequence[PackageChange],
+                  anchors: Sequence[Anchor] = ()) -> AnalyzeResult:
         by_class: dict[str, list[int]] = {c: [0, 0] for c in CLASSES}
         by_risk: dict[str, list[int]] = {r: [0, 0] for r in RISKS}
         by_rule: dict[str, list[int]] = {}
@@ -371,14 +393,16 @@ class ResetEngine:
             kept_owned_by_package=result.owned_kept,
             skipped_mounts=tuple(sorted(set(result.mounts_skipped))),
             package_changes=tuple(changes),
+            skel_trees=tuple(sorted({a.rel for a in anchors if a.skel})),
             notes=tuple(self._notes(profile, base, result)))
 
     def analyze(self, selection: Selection) -> AnalyzeResult:
         """Totals of what `selection` would remove (nothing stored)."""
-        profile, _, result = self._scan(selection, collect=False)
+        profile, anchors, result = self._scan(selection, collect=False)
         base = self.baseline()
         changes, _ = self._package_changes(profile, selection, base)
-        return self._analysis(profile, selection, result, base, changes)
+        return self._analysis(profile, selection, result, base, changes,
+                              [a for a, _ in anchors])
 
     def _disk(self, anchors: Sequence[Anchor], result: ScanResult) -> list[DiskUsage]:
         freed: dict[int, int] = {}
@@ -410,7 +434,8 @@ class ResetEngine:
         profile, anchors, result = self._scan(selection, collect=True)
         base = self.baseline()
         changes, installed = self._package_changes(profile, selection, base)
-        analysis = self._analysis(profile, selection, result, base, changes)
+        analysis = self._analysis(profile, selection, result, base, changes,
+                                  [a for a, _ in anchors])
         plan_id = secrets.token_hex(8)
         header = _header(selection, analysis)
         digest, count = self.store.add_items(
@@ -543,6 +568,13 @@ class ResetEngine:
             tally.unsaved = set(self.store.unsaved(exec_id))
         self._remove_items(plan, exec_id, journal, dry_run, tally, progress,
                            check_cancelled)
+        if not dry_run:
+            for home in plan.analysis.skel_trees:
+                journal.record("reset.skel", {"op": exec_id, "tree": home})
+                try:
+                    copy_skel(self.root, home)
+                except (OSError, OseError) as exc:
+                    tally.count(home, f"/etc/skel not copied: {exc}", 0)
         removed_pkgs: list[str] = []
         if plan.analysis.package_changes and not dry_run:
             removed_pkgs = self._remove_packages(plan, exec_id, journal)
@@ -610,6 +642,13 @@ class ResetEngine:
         """will_change(every rollback path); a path the snapshot engine refuses (a
         symlink on the way now) is not saved, so it is not removed either."""
         assert self.snapshots is not None
+        skel_targets = [p for home in plan.analysis.skel_trees
+                        for p in skel_paths(self.root, home)]
+        if skel_targets:
+            # first, and created=True: a restore removes what skel put into them
+            self.store.add_saved(exec_id, skel_targets)
+            journal.record("reset.save", {"op": exec_id, "skel": True})
+            self.snapshots.will_change(snapshot, skel_targets, created=True)
         paths = self._rollback_paths(plan.id)
         if plan.analysis.package_changes:
             extra = package_paths(self.root.path,

@@ -69,6 +69,11 @@ class Baseline(_Frozen):
 
 # -- selection and plans ------------------------------------------------------------
 
+Strings = Annotated[tuple[Annotated[str, Field(max_length=4096)], ...],
+                    Field(max_length=256)]
+Names = Annotated[tuple[Annotated[str, Field(max_length=128)], ...], Field(max_length=256)]
+
+
 class Selection(_Frozen):
     """What to analyze or plan: a profile, narrowed or widened item by item.
 
@@ -77,19 +82,19 @@ class Selection(_Frozen):
     drop; `add_paths` adds trees the profile doesn't name (their contents, class from
     the owner, risk caution)."""
 
-    profile: str = "light"
-    include_paths: tuple[str, ...] = ()
-    exclude_paths: tuple[str, ...] = ()
-    include_globs: tuple[str, ...] = ()
-    exclude_globs: tuple[str, ...] = ()
+    profile: str = Field(default="light", max_length=48)
+    include_paths: Strings = ()
+    exclude_paths: Strings = ()
+    include_globs: Strings = ()
+    exclude_globs: Strings = ()
     classes: tuple[ItemClass, ...] = ()
     exclude_classes: tuple[ItemClass, ...] = ()
-    packages: tuple[str, ...] = ()
-    exclude_packages: tuple[str, ...] = ()
-    users: tuple[str, ...] = ()
-    exclude_users: tuple[str, ...] = ()
+    packages: Names = ()
+    exclude_packages: Names = ()
+    users: Names = ()
+    exclude_users: Names = ()
     max_risk: Risk = "destructive"
-    add_paths: tuple[str, ...] = ()
+    add_paths: Strings = ()
 
 
 class Totals(_Frozen):
@@ -116,6 +121,7 @@ class AnalyzeResult(_Frozen):
     kept_owned_by_package: NonNegative = 0  # files a rule matched but dpkg owns: kept
     skipped_mounts: tuple[str, ...] = ()
     package_changes: tuple[PackageChange, ...] = ()
+    skel_trees: tuple[str, ...] = ()  # homes that get /etc/skel copied in after removal
     notes: tuple[str, ...] = ()
 
 

@@ -9,7 +9,8 @@ whose rules come first) and rules:
     class = "cache"              # cache, log, temp, app, user (system is never a rule's)
     risk = "safe"                # safe, caution, destructive
     paths = ["{home}/.cache"]    # trees whose contents are candidates; globs allowed,
-                                 # {home} = each user's home (uid 0 and >= 1000)
+                                 # {home} = each user's home (uid 0 and >= 1000),
+                                 # {user_home} = homes of uid >= 1000 only
     names = ["*.gz"]             # only entries whose name matches (then no directories)
     min_age_days = 0             # only entries not modified for this long
     exclude = ["*/lock"]         # path globs (relative to the root) left alone
@@ -56,6 +57,8 @@ class Rule(BaseModel):
     names: tuple[str, ...] = ()
     min_age_days: float = Field(default=0, ge=0)
     exclude: tuple[str, ...] = ()
+    top_level: bool = False  # `names` pick the tree's top entries, each taken whole
+    skel: bool = False  # after removal, /etc/skel is copied into each tree (homes)
     description: str = Field(default="", max_length=500)
 
     @field_validator("paths")
@@ -84,8 +87,6 @@ class PackageActions(BaseModel):
     purge_data: bool = False  # deep: purge them, with /var/lib/<pkg>
     restore_conffiles: bool = False  # deep: modified conffiles back to pristine
     restore_baseline: bool = False  # nuclear: package set back to the baseline exactly
-    dotfiles_to_skel: bool = False  # medium: users' dotfiles from /etc/skel
-    homes_to_skel: bool = False  # nuclear: homes back to /etc/skel
     remove_new_users: bool = False  # nuclear
 
 

@@ -46,6 +46,9 @@ class Anchor:
     names: tuple[str, ...]
     min_mtime_ns: int | None  # entries modified after this are too young
     exclude: tuple[str, ...]
+    # names select the tree's top-level entries only, each taken whole (dotfiles)
+    top_level: bool = False
+    skel: bool = False  # /etc/skel is copied into the tree after removal
 
 
 @dataclass(frozen=True)
@@ -150,9 +153,8 @@ class _Walker:
         """The item's class if the entry itself is taken, else None."""
         a = self.anchor
         f = self.spec.filters
-        if is_dir and self.names is not None:
-            return None
-        if self.names is not None and not self.names.fullmatch(rel.rsplit("/", 1)[-1]):
+        if self.names is not None and not a.top_level and (
+                is_dir or not self.names.fullmatch(rel.rsplit("/", 1)[-1])):
             return None
         if a.min_mtime_ns is not None and st.st_mtime_ns > a.min_mtime_ns:
             return None
@@ -210,6 +212,9 @@ class _Walker:
               depth: int) -> bool:
         """One entry of directory `fd`; True when it (and all under it) became items."""
         rel = prefix + name
+        if (depth == 0 and self.anchor.top_level and self.names is not None
+                and not self.names.fullmatch(name)):
+            return False
         if self.prune is not None and self.prune.fullmatch(rel):
             return False
         if rel in self.refused or rel in self.inner:

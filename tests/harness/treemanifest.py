@@ -51,7 +51,12 @@ def _describe(path: bytes, st: os.stat_result) -> dict[str, Any]:
         "gid": st.st_gid, "mtime_ns": st.st_mtime_ns, "xattrs": _xattrs(path),
     }
     if stat.S_ISREG(st.st_mode):
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            # O_NOATIME: hashing a file must not change what a later manifest compares
+            # (a restored file's ctime is newer than its atime, so relatime would)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME)
+        except PermissionError:  # not the owner and no CAP_FOWNER
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             h = hashlib.sha256()
             while chunk := os.read(fd, 1 << 20):

@@ -114,6 +114,9 @@ def build(root: Path) -> LivedIn:
     keep |= {_write(root, "etc/fstab", "/dev/vda / ext4 defaults 0 1\n"),
              _write(root, "etc/debian_version", "12.4\n"),
              _write(root, "boot/vmlinuz", b"\x7fELF" * 100)}
+    keep |= {_write(root, "etc/skel/.bashrc", "# skel bashrc\n"),
+             _write(root, "etc/skel/.profile", "# skel profile\n"),
+             _write(root, "etc/skel/.config/app.conf", "default=1\n", mode=0o600)}
     os.makedirs(root / "etc/systemd/system/multi-user.target.wants", exist_ok=True)
     os.symlink("/lib/systemd/system/ssh.service",
                root / "etc/systemd/system/multi-user.target.wants/ssh.service")
@@ -234,3 +237,19 @@ def all_paths(root: Path, skip: tuple[str, ...] = ("var/lib/ose",)) -> set[str]:
             if not any(rel == s or rel.startswith(s + "/") for s in skip):
                 out.add(rel)
     return out
+
+
+def warm_atimes(root: Path) -> None:
+    """Give every file an atime an hour ahead. Under relatime a read moves the atime
+    when it is not newer than mtime and ctime; with this, neither the engine's reads
+    (passwd, dpkg's status, skel, the rollback store's copies) nor a restore followed
+    by a read can move it, so a manifest taken now is what a later one must see."""
+    now = time.time_ns()
+    ahead = now + 3600 * 10**9
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                st = os.lstat(p)
+                if st.st_atime_ns <= now:  # idempotent: ahead already stays ahead
+                    os.utime(p, ns=(ahead, st.st_mtime_ns), follow_symlinks=False)

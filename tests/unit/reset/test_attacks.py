@@ -21,7 +21,7 @@ from oseprovd.reset.models import ExecuteOptions, Selection
 from oseprovd.reset.remover import Planned, Remover
 from tests.harness import treemanifest
 from tests.harness.components import require, require_root
-from tests.unit.reset.livedin import all_paths, make_rig
+from tests.unit.reset.livedin import all_paths, make_rig, warm_atimes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chowns sandbox files")
 
@@ -37,7 +37,7 @@ def _outside(tmp_path: Path) -> Path:
 
 
 def _m(p: Path) -> dict[str, object]:
-    treemanifest.manifest(p)
+    warm_atimes(p)
     return treemanifest.manifest(p)
 
 

@@ -16,7 +16,7 @@ from oseprovd.reset.errors import DigestMismatch
 from oseprovd.reset.models import ExecuteOptions, Selection
 from oseprovd.snapshots.journal import read_journal
 from tests.harness import treemanifest
-from tests.unit.reset.livedin import all_paths, make_rig
+from tests.unit.reset.livedin import all_paths, make_rig, warm_atimes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chowns sandbox files")
 
@@ -31,7 +31,7 @@ def _manifest(root: Path) -> dict[str, object]:
 def _stable_manifest(root: Path) -> dict[str, object]:
     """Taken twice: the first read of a file moves its atime (relatime), the second
     doesn't, so the second is what a later comparison must see again."""
-    _manifest(root)
+    warm_atimes(root)
     return _manifest(root)
 
 

@@ -26,7 +26,9 @@ def test_shipped_profiles_and_inheritance() -> None:
                                                          "nuclear"))
     ids = [r.id for r in light.rules]
     assert "user-cache" in ids and "apt-archives" in ids and "rotated-logs" in ids
-    assert [r.id for r in medium.rules] == ids  # medium adds package actions only
+    assert [r.id for r in medium.rules] == [*ids, "dotfiles"]
+    dot = medium.rules[-1]
+    assert dot.top_level and dot.skel and dot.paths == ("{user_home}",)
     assert medium.packages.remove_after_baseline and not light.packages.remove_after_baseline
     assert {"opt", "usr-local"} <= {r.id for r in deep.rules}
     assert deep.packages.purge_data and deep.packages.remove_after_baseline
