@@ -269,7 +269,7 @@ class ResetEngine:
             rel = "/".join(split_rel(extra))
             if not rel:
                 raise InvalidArguments("add_paths can't name the root itself")
-            anchors.append((Anchor(rel=rel, rule=f"added.{i}", cls="app", risk="caution",
+            anchors.append((Anchor(rel=rel, rule=f"added.{i}", cls="app", risk="destructive",
                                    names=(), min_mtime_ns=None, exclude=()),
                             f"added by the selection: /{rel}"))
         refused = self.refused()
