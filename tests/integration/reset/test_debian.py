@@ -107,6 +107,8 @@ def make_lived_in(root: Path) -> set[str]:
     for user, uid in (("alice", 1000), ("bob", 1001)):
         home = root / "home" / user
         subprocess.run(["cp", "-a", "--", f"{root}/etc/skel", str(home)], check=True)
+        (home / ".bashrc").write_text(f"# {user}'s own bashrc\nalias ll='ls -l'\n")
+        (home / ".vimrc").write_text("set nu\n")
         (home / "Documents").mkdir()
         (home / "Documents/thesis.tex").write_text("\\documentclass{article}\n" * 100)
         for rel in (".cache/pip/http/a/b", ".cache/mozilla/firefox/x.sqlite",
@@ -228,8 +230,80 @@ def test_medium_removes_new_packages_and_rollback_brings_them_back(
     assert set(result.packages_removed) == {"ose-app", "ose-lib"}
     assert installed(root) == base_set  # ground truth: dpkg-query on the target
     assert not (root / "usr/bin/ose-app").exists()
+    # dotfiles back to /etc/skel's, as the user; the rest of the home stays
+    skel_bashrc = (root / "etc/skel/.bashrc").read_bytes()
+    assert (root / "home/alice/.bashrc").read_bytes() == skel_bashrc
+    assert os.lstat(root / "home/alice/.bashrc").st_uid == 1000
+    assert not (root / "home/alice/.vimrc").exists()
+    assert (root / "home/alice/Documents/thesis.tex").exists()
     target.engine.rollback(result.execution, target.journal)
     assert installed(root) == with_new
     diff = treemanifest.differences(before, treemanifest.manifest(
         root, exclude=(b"var/lib/ose",)))
     assert diff == [], "\n".join(diff)
+
+
+KILL_RUNS = 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", range(KILL_RUNS))
+def test_kill_during_medium_then_recover(tmp_path: Path, run: int) -> None:
+    """SIGKILL during a medium execution (files, skel, apt) on the real root, then
+    recover as a restarted daemon: resume gives the planned end state (dpkg-query),
+    rollback the state before (dpkg-query + manifest)."""
+    import json
+    import random
+    import sys
+
+    from oseprovd.snapshots.journal import read_journal
+    from tests.harness.components import REPO_ROOT
+    from tests.unit.reset.livedin import LivedIn, open_rig
+
+    rnd = random.Random(1000 + run)
+    with loop_fs(tmp_path, "ext4", size_mb=1500) as mnt:
+        root = unpack_root(mnt / "root")
+        (root / "var/lib/ose").mkdir(mode=0o700)
+        make_lived_in(root)
+        rig = open_rig(tmp_path, root, LivedIn(root=root), packages=AptChroot())
+        rig.engine.capture_baseline()
+        base_set = installed(root)
+        lib = build_deb(tmp_path, "ose-lib", {"/usr/lib/ose-lib/lib.so": "lib\n"})
+        app = build_deb(tmp_path, "ose-app", {"/usr/bin/ose-app": "#!/bin/sh\n"},
+                        depends="ose-lib")
+        dpkg_install(root, lib)
+        dpkg_install(root, app)
+        with_new = installed(root)
+        before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+        plan = rig.engine.preview(Selection(profile="medium"))
+        rig.engine.close()
+        rig.engine.store.close()
+        spec = {"tmp": str(tmp_path), "root": str(root), "plan": plan.id,
+                "digest": plan.digest, "action": "execute", "apt": True,
+                "kill_at": rnd.randint(2, 12), "when": rnd.choice(["before", "after"])}
+        proc = subprocess.run([sys.executable, "-m", "tests.unit.reset.kill_child",
+                               json.dumps(spec)], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert proc.returncode in (-9, 0), proc.stderr[-2000:]
+        fresh = open_rig(tmp_path, root, LivedIn(root=root), packages=AptChroot())
+        try:
+            fresh.snapshots.recover(read_journal(fresh.snap_journal.path))
+            fresh.engine.interrupted()
+            execs = fresh.engine.list_executions()
+            if not execs:
+                assert installed(root) == with_new
+                return
+            ex = execs[0]
+            if run % 2 == 0:
+                fresh.engine.resume(ex.id, read_journal(fresh.journal.path), fresh.journal)
+                assert installed(root) == base_set
+                fresh.engine.rollback(ex.id, fresh.journal)
+            elif fresh.engine.get_execution(ex.id).state != "rolled_back":
+                fresh.engine.rollback(ex.id, fresh.journal)
+            assert installed(root) == with_new
+            diff = treemanifest.differences(before, treemanifest.manifest(
+                root, exclude=(b"var/lib/ose",)))
+            assert diff == [], "\n".join(diff)
+        finally:
+            fresh.engine.close()
+            fresh.engine.store.close()

@@ -53,7 +53,11 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     tmp, root = Path(spec["tmp"]), Path(spec["root"])
-    rig = open_rig(tmp, root, LivedIn(root=root), before_remove=hook)
+    extra: dict[str, Any] = {}
+    if spec.get("apt"):
+        from oseprovd.reset.packages import AptChroot
+        extra["packages"] = AptChroot()
+    rig = open_rig(tmp, root, LivedIn(root=root), before_remove=hook, **extra)
     rig.snapshots.journal = KillingJournal(rig.snap_journal, counter)
     journal = KillingJournal(rig.journal, counter)
     if spec["action"] == "execute":

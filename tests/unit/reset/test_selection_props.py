@@ -5,7 +5,6 @@ changes nothing on disk."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
