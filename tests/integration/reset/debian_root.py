@@ -93,7 +93,8 @@ def unpack_root(dest: Path) -> Path:
     return dest
 
 
-def build_deb(tmp: Path, name: str, files: dict[str, str], depends: str = "") -> Path:
+def build_deb(tmp: Path, name: str, files: dict[str, str], depends: str = "",
+              conffiles: tuple[str, ...] = ()) -> Path:
     """A tiny .deb (dpkg-deb -b) with `files` (absolute path -> content)."""
     pkg = tmp / f"{name}-pkg"
     (pkg / "DEBIAN").mkdir(parents=True)
@@ -105,6 +106,8 @@ def build_deb(tmp: Path, name: str, files: dict[str, str], depends: str = "") ->
         p = pkg / path.lstrip("/")
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(content)
+    if conffiles:
+        (pkg / "DEBIAN/conffiles").write_text("".join(f"{c}\n" for c in conffiles))
     deb = tmp / f"{name}_1.0_all.deb"
     subprocess.run([require("dpkg-deb", "building a test package"), "--root-owner-group",
                     "-b", str(pkg), str(deb)], check=True, capture_output=True)

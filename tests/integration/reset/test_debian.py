@@ -243,6 +243,40 @@ def test_medium_removes_new_packages_and_rollback_brings_them_back(
     assert diff == [], "\n".join(diff)
 
 
+def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: Path) -> None:
+    root = target.root
+    make_lived_in(root)
+    target.engine.capture_baseline()
+    base_set = installed(root)
+    tool = build_deb(tmp_path, "ose-tool", {"/usr/bin/ose-tool": "#!/bin/sh\n",
+                                            "/etc/ose-tool.conf": "x=1\n"},
+                     conffiles=("/etc/ose-tool.conf",))
+    dpkg_install(root, tool)
+    (root / "etc/ose-tool.conf").write_text("x=2\n")  # modified by the admin
+    (root / "usr/local/bin/mytool").write_text("#!/bin/sh\n")
+    before_set = installed(root)
+    before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+    plan = target.engine.preview(Selection(profile="deep"))
+    assert [(c.name, c.action) for c in plan.analysis.package_changes] == [
+        ("ose-tool", "purge")]
+    items = {i.path for i in target.engine.plan_items(plan.id, 0, 10000)}
+    assert {"opt/vendor", "opt/vendor/bin/app", "usr/local/bin/mytool"} <= items
+    r = target.engine.execute(plan.id, plan.digest, ExecuteOptions(), target.journal)
+    assert r.skipped_count == 0, r.skipped[:5]
+    assert installed(root) == base_set
+    # purged: dpkg no longer knows it at all (not even config-files), conffile gone
+    status = dpkg_query(root, "-W", "-f", "${Package} ${db:Status-Abbrev}\n")
+    assert "ose-tool" not in status
+    assert not (root / "etc/ose-tool.conf").exists()
+    assert not (root / "opt/vendor").exists() and (root / "opt").is_dir()
+    target.engine.rollback(r.execution, target.journal)
+    assert installed(root) == before_set
+    assert (root / "etc/ose-tool.conf").read_text() == "x=2\n"
+    diff = treemanifest.differences(before, treemanifest.manifest(
+        root, exclude=(b"var/lib/ose",)))
+    assert diff == [], "\n".join(diff)
+
+
 KILL_RUNS = 4
 
 
