@@ -17,11 +17,13 @@ Every step is idempotent or checkable, so `resume` runs it again to its end and
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -62,6 +64,7 @@ from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
 from oseprovd.system.rootfs import TargetRoot, split_rel
 
+log = logging.getLogger(__name__)
 PLAN_ID_CHARS = frozenset("0123456789abcdef")
 MAX_PAGE = 10000
 DELETE_BATCH = 512
@@ -309,7 +312,13 @@ class ResetEngine:
                         filters=self._filters(selection), refused=self.refused(),
                         mounts=self.mount_rels(), owned=frozenset(owned.owners),
                         collect=collect)
-        return profile, anchors, scan(spec, self._executor(), self.workers)
+        try:
+            return profile, anchors, scan(spec, self._executor(), self.workers)
+        except BrokenProcessPool:
+            # a worker died (OOM killer, a broken install): walk in this process
+            log.warning("reset scan workers failed; walking in one process")
+            self._pool = None
+            return profile, anchors, scan(spec, None, 1)
 
     def _package_changes(self, profile: Profile, selection: Selection,
                          base: Baseline) -> tuple[list[PackageChange], int]:

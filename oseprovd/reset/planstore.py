@@ -52,8 +52,8 @@ class AnchorRow(Protocol):
 
 
 def _row_digest_bytes(row: Row) -> bytes:
-    seq, path, *rest = row
-    return b"%d\0%s\0%s\n" % (seq, path, "\0".join(str(v) for v in rest).encode())
+    # repr of a tuple of ints, bytes and ASCII strings: unambiguous and one C call
+    return repr(row).encode() + b"\n"
 
 
 class PlanStore:
@@ -154,7 +154,7 @@ class PlanStore:
             sql += " AND seq < ?"
             args.append(hi)
         sql += " ORDER BY seq" + (" DESC" if descending else "")
-        return [tuple(r) for r in self.conn.execute(sql, args)]
+        return self.conn.execute(sql, args).fetchall()
 
     def rows(self, plan_id: str, lo: int, hi: int | None = None,
              descending: bool = False) -> list[Row]:
