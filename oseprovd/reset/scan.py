@@ -126,6 +126,18 @@ class _Walker:
         self.owned = spec.owned
         self.inner = frozenset(o.rel for o in spec.anchors if o.rel.startswith(a.rel + "/"))
         self.result = ScanResult()
+        # hot-path copies (see _file)
+        self.special = self.refused | self.inner
+        self.fast = (not self.inc_paths and not self.exc_paths and self.risk_ok
+                     and not (a.names and a.top_level))
+        self.min_mtime = a.min_mtime_ns
+        self.uids = f.uids
+        self.exclude_uids = frozenset(f.exclude_uids)
+        self.person_is_user = a.cls == "app"
+        self.user_ok = self._class_ok("user")
+        self.totals = self.result.totals
+        self.items = self.result.items
+        self.collect = spec.collect
 
     def _class_ok(self, cls: str) -> bool:
         f = self.spec.filters
@@ -197,6 +209,7 @@ class _Walker:
         complete = True
         with os.scandir(fd) as it:
             entries = list(it)
+        fast = self.fast and not (depth == 0 and self.anchor.top_level)
         for e in entries:
             if files_only and e.is_dir(follow_symlinks=False):
                 continue
@@ -204,9 +217,65 @@ class _Walker:
                 st = e.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if not self.entry(fd, e.name, st, prefix, dev, depth):
+            if fast and not stat.S_ISDIR(st.st_mode):
+                if not self._file(prefix + e.name, e.name, st):
+                    complete = False
+            elif not self.entry(fd, e.name, st, prefix, dev, depth):
                 complete = False
         return complete
+
+    def _file(self, rel: str, name: str, st: os.stat_result) -> bool:
+        """entry() for a non-directory, without the checks that can't apply (no path
+        filters), inlined: this is the walk's hot path."""
+        if rel in self.special or rel in self.owned:
+            return self.entry_file_slow(rel, st)
+        if self.prune is not None and self.prune.fullmatch(rel):
+            return False
+        names = self.names
+        if names is not None and not names.fullmatch(name):
+            return False
+        min_mtime = self.min_mtime
+        if min_mtime is not None and st.st_mtime_ns > min_mtime:
+            return False
+        if self.include is not None and not self.include.fullmatch(rel):
+            return False
+        uid = st.st_uid
+        if (self.uids is not None and uid not in self.uids) or uid in self.exclude_uids:
+            return False
+        if self.person_is_user and uid >= 1000 and uid != 65534:
+            if not self.user_ok:
+                return False
+            cls = "user"
+        elif self.cls_ok:
+            cls = self.anchor.cls
+        else:
+            return False
+        used = st.st_blocks * 512
+        key = (cls, self.anchor.risk, self.anchor.rule)
+        t = self.totals.get(key)
+        if t is None:
+            t = self.totals[key] = [0, 0]
+        t[0] += 1
+        t[1] += used
+        if self.collect:
+            self.items.append((rel, _kind(st.st_mode), st.st_size, used, uid, st.st_gid,
+                               st.st_ino, st.st_dev, st.st_mtime_ns, cls,
+                               self.anchor.risk, self.anchor.rule, self.index))
+        return True
+
+    def entry_file_slow(self, rel: str, st: os.stat_result) -> bool:
+        owned = rel in self.owned
+        if owned:
+            self.result.owned_kept += 1
+        if owned or rel in self.refused or rel in self.inner:
+            return False
+        if self.prune is not None and self.prune.fullmatch(rel):
+            return False
+        cls = self._take(rel, st, False)
+        if cls is None:
+            return False
+        self._add(rel, st, cls)
+        return True
 
     def entry(self, fd: int, name: str, st: os.stat_result, prefix: str, dev: int,
               depth: int) -> bool:
