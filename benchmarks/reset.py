@@ -76,27 +76,38 @@ def main() -> None:
     count = sum(len(fs) + len(ds) for _, ds, fs in os.walk(tree))
     sel = Selection(profile="light")
     du = shutil.which("du") or "du"
-    rows = []
-    t_du = median_time(lambda: subprocess.run([du, "-s", "--", str(tree)], check=True,
-                                              capture_output=True), args.rounds)
-    rows.append(("du -s", t_du))
-    for workers in (1, 2):
-        engine = ResetEngine(TargetRoot(root), PlanStore(state / f"reset{workers}.db"),
-                             FileBaselineRepository(state), None, workers=workers)
-        try:
-            t_an = median_time(lambda e=engine: e.analyze(sel), args.rounds)  # type: ignore[misc]
-            rows.append((f"Analyze light, {workers} process(es)", t_an))
-            if workers == 2:
-                t_pv = median_time(lambda e=engine: e.preview(sel), max(3, args.rounds // 2))  # type: ignore[misc]
-                rows.append((f"Preview light (items stored + hashed), {workers} processes",
-                             t_pv))
-        finally:
-            engine.close()
-    print(f"\ntree: {count} entries under {tree}\n")
-    print("| what | median (s) | ratio to du -s |")
+    engines = {w: ResetEngine(TargetRoot(root), PlanStore(state / f"reset{w}.db"),
+                              FileBaselineRepository(state), None, workers=w)
+               for w in (1, 2)}
+    runs: dict[str, Callable[[], object]] = {
+        "du -s": lambda: subprocess.run([du, "-s", "--", str(tree)], check=True,
+                                        capture_output=True),
+        "Analyze light, 1 process": lambda: engines[1].analyze(sel),
+        "Analyze light, 2 processes": lambda: engines[2].analyze(sel),
+    }
+    try:
+        for fn in runs.values():
+            fn()  # warm caches and start the worker processes
+        # interleaved rounds: on a shared machine every side sees the same load, and
+        # the per-round ratio is what compares them
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(args.rounds):
+            for what, fn in runs.items():
+                t = time.perf_counter()
+                fn()
+                times[what].append(time.perf_counter() - t)
+        t_pv = median_time(lambda: engines[2].preview(sel), max(3, args.rounds // 3))
+    finally:
+        for e in engines.values():
+            e.close()
+    print(f"\ntree: {count} entries under {tree}; load average {os.getloadavg()[0]:.2f}\n")
+    print("| what | median (s) | median of per-round ratios to du -s |")
     print("|---|---|---|")
-    for what, t in rows:
-        print(f"| {what} | {t:.3f} | {t / t_du:.2f} |")
+    for what, ts in times.items():
+        ratios = [t / d for t, d in zip(ts, times["du -s"], strict=True)]
+        print(f"| {what} | {statistics.median(ts):.3f} | {statistics.median(ratios):.2f} |")
+    print(f"| Preview light (items stored + hashed), 2 processes | {t_pv:.3f} | "
+          f"{t_pv / statistics.median(times['du -s']):.2f} |")
     if args.keep is None:
         shutil.rmtree(base)
 
