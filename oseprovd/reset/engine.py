@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oseprovd.discovery.fsread import MountTable
-from oseprovd.errors import InvalidArguments, NotApplicable, OseError
+from oseprovd.errors import Cancelled, InvalidArguments, NotApplicable, OseError
 from oseprovd.reset import baseline as baseline_mod
 from oseprovd.reset import dpkgdb
 from oseprovd.reset.baseline import BaselineRepository
@@ -44,6 +44,7 @@ from oseprovd.reset.models import (
     ExecuteOptions,
     ExecuteResult,
     ExecutionRecord,
+    ExecutionState,
     PackageChange,
     Plan,
     PlanItem,
@@ -529,8 +530,22 @@ class ResetEngine:
             self.store.add_execution(ExecutionRecord(
                 id=exec_id, plan=plan_id, digest=plan.digest, state="running",
                 started=self.clock(), job_id=job_id))
-        return self._run(plan, exec_id, journal, options.dry_run, None, False, job_id,
-                         progress, check_cancelled)
+        return self._guarded(exec_id, options.dry_run, lambda: self._run(
+            plan, exec_id, journal, options.dry_run, None, False, job_id, progress,
+            check_cancelled))
+
+    def _guarded(self, exec_id: str, dry_run: bool,
+                 body: Callable[[], ExecuteResult]) -> ExecuteResult:
+        """A run that stops early (cancelled, an error) is recorded as interrupted or
+        failed, never left `running`: it can be resumed or rolled back."""
+        try:
+            return body()
+        except BaseException as exc:
+            if not dry_run:
+                state: ExecutionState = ("interrupted" if isinstance(exc, Cancelled)
+                                         else "failed")
+                self.store.update_execution(exec_id, state=state, finished=self.clock())
+            raise
 
     def _requested(self, plan: Plan) -> list[str]:
         return sorted(c.name for c in plan.analysis.package_changes if c.requested)
@@ -789,16 +804,17 @@ class ResetEngine:
                 out.append(r)
         return out
 
-    def resume(self, exec_id: str, entries: Iterable[JournalEntry],
-               journal: Journal) -> ExecuteResult:
+    def resume(self, exec_id: str, entries: Iterable[JournalEntry], journal: Journal,
+               progress: Progress | None = None,
+               check_cancelled: Callable[[], None] | None = None) -> ExecuteResult:
         """Finish an interrupted execution: from its journal, make the rollback point
         if it wasn't, save what wasn't saved, remove what is left (removals already
         done count as gone)."""
         record = self.get_execution(exec_id)
-        if record.state in ("done", "rolled_back") and record.result is not None:
+        if record.state in ("rolled_back", "rolling_back"):
+            raise NotApplicable(f"execution {exec_id} was rolled back; preview again")
+        if record.state == "done" and record.result is not None:
             return record.result
-        if record.state == "rolled_back":
-            raise NotApplicable(f"execution {exec_id} was rolled back")
         mine = [d for d in self.decisions(entries) if d.execution == exec_id]
         d = mine[0] if mine else RecoveryDecision(
             execution=exec_id, plan=record.plan, snapshot=None, saved=False,
@@ -808,8 +824,9 @@ class ResetEngine:
             raise DigestMismatch("the plan changed since this execution started")
         self.store.update_execution(exec_id, state="running")
         journal.record("reset.resume", {"op": exec_id})
-        return self._run(plan, exec_id, journal, False, d.snapshot or record.snapshot,
-                         d.saved, record.job_id, None, None)
+        return self._guarded(exec_id, False, lambda: self._run(
+            plan, exec_id, journal, False, d.snapshot or record.snapshot, d.saved,
+            record.job_id, progress, check_cancelled))
 
 
 class _Tally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oseprovd.errors import InvalidArguments, NotApplicable
+from oseprovd.errors import Cancelled, InvalidArguments, NotApplicable
 from oseprovd.reset.errors import DigestMismatch
 from oseprovd.reset.models import ExecuteOptions, Selection
 from oseprovd.snapshots.journal import read_journal
@@ -167,3 +167,27 @@ def test_excluded_subtree_keeps_its_ancestors(tmp_path: Path) -> None:
     assert r.skipped_count == 0
     assert all_paths(rig.root) == before - paths
     assert (rig.root / "home/bob/.cache/mozilla/a/b/c.db").exists()
+
+
+def test_cancel_between_batches_leaves_a_resumable_execution(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    before = _stable_manifest(rig.root)
+    before_paths = all_paths(rig.root)
+    plan = rig.engine.preview(LIGHT)
+    seen: list[float] = []
+
+    def cancel() -> None:
+        raise Cancelled("cancelled by the test")
+
+    with pytest.raises(Cancelled):
+        rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal,
+                           check_cancelled=cancel)
+    (ex,) = rig.engine.list_executions()
+    assert ex.state == "interrupted" and ex.snapshot is not None
+    assert all_paths(rig.root) == before_paths  # cancelled before the first batch
+    r = rig.engine.resume(ex.id, read_journal(rig.journal.path), rig.journal,
+                          progress=lambda f, _t: seen.append(f))
+    assert r.removed == plan.item_count and seen[-1] == 1.0
+    assert all_paths(rig.root) == before_paths - rig.tree.light_removes
+    rig.engine.rollback(ex.id, rig.journal)
+    assert treemanifest.differences(before, _manifest(rig.root)) == []
