@@ -771,7 +771,8 @@ class ResetEngine:
                 continue
             d = found.setdefault(op, {"plan": "", "snapshot": None, "saved": False,
                                       "deleting": False, "finished": False,
-                                      "rolled_back": False, "dry_run": False})
+                                      "rolled_back": False, "dry_run": False,
+                                      "rollback_started": False})
             if step == "reset.begin":
                 d["plan"] = str(data.get("plan", ""))
                 d["dry_run"] = bool(data.get("dry_run"))
@@ -785,11 +786,14 @@ class ResetEngine:
                 d["finished"] = True
             elif step == "reset.rollback.done":
                 d["rolled_back"] = True
-            elif step == "reset.rollback.begin" and data.get("snapshot"):
-                d["snapshot"] = str(data["snapshot"])
+            elif step == "reset.rollback.begin":
+                d["rollback_started"] = True
+                if data.get("snapshot"):
+                    d["snapshot"] = str(data["snapshot"])
         return [RecoveryDecision(execution=op, plan=d["plan"], snapshot=d["snapshot"],
                                  saved=d["saved"], deleting=d["deleting"],
-                                 finished=d["finished"], rolled_back=d["rolled_back"])
+                                 finished=d["finished"], rolled_back=d["rolled_back"],
+                                 rollback_started=d["rollback_started"])
                 for op, d in found.items() if not d["dry_run"]]
 
     def interrupted(self) -> list[ExecutionRecord]:
@@ -816,6 +820,9 @@ class ResetEngine:
         if record.state == "done" and record.result is not None:
             return record.result
         mine = [d for d in self.decisions(entries) if d.execution == exec_id]
+        if mine and mine[0].rollback_started:
+            raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
+                                "Rollback")
         d = mine[0] if mine else RecoveryDecision(
             execution=exec_id, plan=record.plan, snapshot=None, saved=False,
             deleting=False, finished=False, rolled_back=False)

@@ -215,3 +215,4 @@ class RecoveryDecision(_Frozen):
     deleting: bool  # some deletion may have happened
     finished: bool
     rolled_back: bool
+    rollback_started: bool = False  # then only rollback may continue it
