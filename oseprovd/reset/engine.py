@@ -211,6 +211,10 @@ class ResetEngine:
                     rel = self.root.resolve_rel(u.home)
                 except InvalidArguments:
                     continue
+                # a "home" at the top (/, /etc, /srv, /var...) is a system tree, not
+                # a person's: never cleaned as a home (root's /root excepted)
+                if "/" not in rel and not (u.id == 0 and rel == "root"):
+                    continue
                 if rel and rel not in homes:
                     homes.append(rel)
         return homes

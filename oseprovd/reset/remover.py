@@ -65,6 +65,7 @@ class Remover:
         self.dry_run = dry_run
         self.before_remove = before_remove
         self._parent_rel: str | None = None
+        self._mounts_under: dict[str, tuple[str, ...]] = {}
         self._parent_fd = -1
 
     def close(self) -> None:
@@ -114,8 +115,12 @@ class Remover:
             raise _Skip(reason)
         if not under(item.rel, item.anchor):
             raise _Skip(f"it is not inside /{item.anchor}, the tree its rule allows")
-        for m in self.mounts:
-            if under(m, item.anchor) and (item.rel == m or under(item.rel, m)):
+        inside = self._mounts_under.get(item.anchor)
+        if inside is None:
+            inside = self._mounts_under[item.anchor] = tuple(
+                m for m in self.mounts if under(m, item.anchor))
+        for m in inside:
+            if item.rel == m or under(item.rel, m):
                 raise _Skip(f"/{m} is a mount point")
         fd = self._open_parent(parts, item)
         name = parts[-1]

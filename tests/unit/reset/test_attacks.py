@@ -194,3 +194,19 @@ def test_remover_refuses_whatever_a_plan_says(tmp_path: Path, rel: str, anchor: 
         os.close(fd)
     assert why_not is not None and why in why_not
     assert (root / "etc/fstab").exists()
+
+
+def test_a_user_whose_home_is_a_system_tree_is_not_cleaned(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    with open(rig.root / "etc/passwd", "a") as f:
+        f.write("mallory:x:1005:1005::/etc:/bin/sh\nsrv:x:1006:1006::/var:/bin/sh\n")
+    (rig.root / "etc/.cache").mkdir()
+    (rig.root / "etc/.cache/x").write_text("x")
+    (rig.root / "etc/.hidden-conf").write_text("x")
+    for profile in ("light", "medium", "nuclear"):
+        plan = rig.engine.preview(Selection(profile=profile, exclude_packages=("*",)))
+        paths = {i.path for i in rig.engine.plan_items(plan.id, 0, 10000)}
+        assert not any(p.startswith("etc/") for p in paths), profile
+        assert "etc" not in plan.analysis.skel_trees
+        assert not any(p.startswith("var/") and p.split("/")[1].startswith(".")
+                       for p in paths)
