@@ -33,6 +33,7 @@ from oseprovd.discovery.fsread import MountTable
 from oseprovd.errors import Cancelled, InvalidArguments, NotApplicable, OseError
 from oseprovd.reset import baseline as baseline_mod
 from oseprovd.reset import dpkgdb
+from oseprovd.reset.accounts import USER_NAME, AccountTool, user_paths
 from oseprovd.reset.baseline import BaselineRepository
 from oseprovd.reset.errors import DigestMismatch, ExecutionNotFound, PlanNotFound
 from oseprovd.reset.models import (
@@ -122,6 +123,7 @@ class ResetEngine:
                  proc: Path = Path("/proc"), workers: int | None = None,
                  clock: Callable[[], datetime] = _now,
                  packages: PackageTool | None = None,
+                 accounts: AccountTool | None = None,
                  before_remove: Callable[[str], None] | None = None) -> None:
         """`state_dir` (and the snapshot store) are never touched by a reset;
         `workers` > 1 spreads big walks over processes; `before_remove(rel)` is a
@@ -138,6 +140,7 @@ class ResetEngine:
         self.clock = clock
         self.before_remove = before_remove
         self.packages = packages
+        self.accounts = accounts
         self._pool: Executor | None = None
 
     def close(self) -> None:
@@ -371,7 +374,8 @@ class ResetEngine:
         if base.source == "distribution":
             notes.append(baseline_mod.DISTRIBUTION_NOTE)
         pending = [k for k, v in profile.packages.model_dump().items()
-                   if v and k not in ("remove_after_baseline", "purge_data")]
+                   if v and k not in ("remove_after_baseline", "purge_data",
+                                      "remove_new_users")]
         if pending:
             notes.append("not done by this engine yet (listed, not planned): "
                          + ", ".join(pending))
@@ -387,6 +391,7 @@ class ResetEngine:
     def _analysis(self, profile: Profile, selection: Selection, result: ScanResult,
                   base: Baseline, changes: Sequence[PackageChange],
                   anchors: Sequence[Anchor] = ()) -> AnalyzeResult:
+        removed_users = self._new_users(profile, selection, base)
         by_class: dict[str, list[int]] = {c: [0, 0] for c in CLASSES}
         by_risk: dict[str, list[int]] = {r: [0, 0] for r in RISKS}
         by_rule: dict[str, list[int]] = {}
@@ -407,8 +412,40 @@ class ResetEngine:
             kept_owned_by_package=result.owned_kept,
             skipped_mounts=tuple(sorted(set(result.mounts_skipped))),
             package_changes=tuple(changes),
-            skel_trees=tuple(sorted({a.rel for a in anchors if a.skel})),
+            skel_trees=tuple(sorted({a.rel for a in anchors if a.skel}
+                                    - {self._home_of(u) for u in removed_users})),
+            users_removed=tuple(removed_users),
             notes=tuple(self._notes(profile, base, result)))
+
+    def _new_users(self, profile: Profile, selection: Selection,
+                   base: Baseline) -> list[str]:
+        """People's accounts (uid 1000..65533) not in the baseline, for nuclear."""
+        if not profile.packages.remove_new_users:
+            return []
+        known = {u.name for u in base.users}
+        users, _ = baseline_mod.read_accounts(self.root)
+        out = []
+        for u in users:
+            if not 1000 <= u.id < 65534 or u.name in known:
+                continue
+            if not USER_NAME.fullmatch(u.name):
+                continue
+            if selection.users and u.name not in selection.users:
+                continue
+            if u.name in selection.exclude_users:
+                continue
+            out.append(u.name)
+        return sorted(out)
+
+    def _home_of(self, name: str) -> str:
+        users, _ = baseline_mod.read_accounts(self.root)
+        for u in users:
+            if u.name == name and u.home.startswith("/"):
+                try:
+                    return self.root.resolve_rel(u.home)
+                except InvalidArguments:
+                    return ""
+        return ""
 
     def analyze(self, selection: Selection) -> AnalyzeResult:
         """Totals of what `selection` would remove (nothing stored)."""
@@ -455,7 +492,7 @@ class ResetEngine:
         digest, count = self.store.add_items(
             plan_id, [(a.rel, a.rule, d) for a, d in anchors], result.items, header)
         risks = [r for r in RISKS if analysis.by_risk[r].count]
-        if changes:
+        if changes or analysis.users_removed:
             risks.append("destructive")
         highest: Risk = max(risks, key=lambda r: RISK_ORDER[r], default="safe")
         plan = Plan(id=plan_id, digest=digest, created=self.clock(), selection=selection,
@@ -525,6 +562,9 @@ class ResetEngine:
                                  "that were previewed; preview again")
         if plan.analysis.package_changes:
             self._check_packages(plan)
+        if plan.analysis.users_removed and self.accounts is None:
+            raise NotApplicable("this plan removes users and no account tool is "
+                                "configured")
         exec_id = "x" + secrets.token_hex(8)
         if options.dry_run:
             journal = MemoryJournal()  # throwaway: a dry run leaves no trace
@@ -569,6 +609,31 @@ class ResetEngine:
             raise DigestMismatch("apt would now remove other packages than the plan "
                                  "shows; preview again")
 
+    def _remove_users(self, plan: Plan, exec_id: str, journal: Journal,
+                      tally: _Tally) -> None:
+        """userdel each account (idempotent), then its home if the reset emptied it."""
+        assert self.accounts is not None
+        homes = {n: self._home_of(n) for n in plan.analysis.users_removed}
+        journal.record("reset.users", {"op": exec_id, "names": list(homes)})
+        for name, home in homes.items():
+            self.accounts.remove_user(self.root.path, name)
+            if not home or "/" not in home:
+                continue
+            parent, base = home.rsplit("/", 1)
+            try:
+                fd = self.root.open_dir(parent)
+            except (OSError, OseError):
+                continue
+            try:
+                os.rmdir(base, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                tally.count(home, f"home of removed user {name} kept: {exc.strerror}", 0)
+            finally:
+                os.close(fd)
+        journal.record("reset.users.done", {"op": exec_id})
+
     def _remove_packages(self, plan: Plan, exec_id: str, journal: Journal) -> list[str]:
         """Idempotent: only requested packages still installed are given to apt."""
         assert self.packages is not None
@@ -603,6 +668,8 @@ class ResetEngine:
                     copy_skel(self.root, home)
                 except (OSError, OseError) as exc:
                     tally.count(home, f"/etc/skel not copied: {exc}", 0)
+        if plan.analysis.users_removed and not dry_run:
+            self._remove_users(plan, exec_id, journal, tally)
         removed_pkgs: list[str] = []
         if plan.analysis.package_changes and not dry_run:
             removed_pkgs = self._remove_packages(plan, exec_id, journal)
@@ -665,6 +732,41 @@ class ResetEngine:
         self.store.update_execution(exec_id, snapshot=record.id)
         return record.id
 
+    def _reachable(self, paths: Sequence[str]) -> list[str]:
+        """Paths none of whose ancestors is a symlink or a non-directory (Debian's
+        /var/spool/mail -> ../mail): those are saved, if at all, under their real
+        name by another entry, and are not ours to restore through a link."""
+        ok: dict[str, bool] = {}
+        out = []
+        for p in paths:
+            parts = p.split("/")
+            good = True
+            for i in range(1, len(parts)):
+                anc = "/".join(parts[:i])
+                if anc not in ok:
+                    try:
+                        st = self.root.lstat(anc)
+                    except OseError:
+                        st = None
+                        ok[anc] = False
+                    else:
+                        ok[anc] = st is None or stat.S_ISDIR(st.st_mode)
+                if not ok[anc]:
+                    good = False
+                    break
+            if good:
+                out.append(p)
+        return out
+
+    def _save_aux(self, exec_id: str, snapshot: str, paths: Sequence[str],
+                  created: bool) -> None:
+        """Save (and record, for a btrfs undo) what a step changes besides the
+        plan's items: account files, dpkg's state, skel targets."""
+        assert self.snapshots is not None
+        keep = self._reachable(paths)
+        self.store.add_saved(exec_id, keep)
+        self.snapshots.will_change(snapshot, keep, created=created)
+
     def _save(self, plan: Plan, exec_id: str, snapshot: str, journal: Journal,
               tally: _Tally) -> None:
         """will_change(every rollback path); a path the snapshot engine refuses (a
@@ -674,19 +776,22 @@ class ResetEngine:
                         for p in skel_paths(self.root, home)]
         if skel_targets:
             # first, and created=True: a restore removes what skel put into them
-            self.store.add_saved(exec_id, skel_targets)
             journal.record("reset.save", {"op": exec_id, "skel": True})
-            self.snapshots.will_change(snapshot, skel_targets, created=True)
+            self._save_aux(exec_id, snapshot, skel_targets, created=True)
+        if plan.analysis.users_removed:
+            names = list(plan.analysis.users_removed)
+            extra_u = user_paths(names) + [h for h in map(self._home_of, names) if h]
+            journal.record("reset.save", {"op": exec_id, "users": True})
+            self._save_aux(exec_id, snapshot, extra_u, created=False)
         paths = self._rollback_paths(plan.id)
         if plan.analysis.package_changes:
             extra = package_paths(self.root.path,
                                   [c.name for c in plan.analysis.package_changes],
                                   self._purge(plan))
-            self.store.add_saved(exec_id, [*extra, *STATE_PATHS])
-            paths = paths + extra
             journal.record("reset.save", {"op": exec_id, "state": True})
             # created=True: a restore also removes what apt/dpkg made in them
-            self.snapshots.will_change(snapshot, list(STATE_PATHS), created=True)
+            self._save_aux(exec_id, snapshot, STATE_PATHS, created=True)
+            self._save_aux(exec_id, snapshot, extra, created=False)
         for i in range(0, len(paths), SAVE_BATCH):
             chunk = paths[i:i + SAVE_BATCH]
             journal.record("reset.save", {"op": exec_id, "from": i, "count": len(chunk)})

@@ -122,6 +122,7 @@ class AnalyzeResult(_Frozen):
     skipped_mounts: tuple[str, ...] = ()
     package_changes: tuple[PackageChange, ...] = ()
     skel_trees: tuple[str, ...] = ()  # homes that get /etc/skel copied in after removal
+    users_removed: tuple[str, ...] = ()  # accounts created after the baseline (nuclear)
     notes: tuple[str, ...] = ()
 
 

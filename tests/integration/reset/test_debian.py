@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from oseprovd.reset.accounts import Userdel
 from oseprovd.reset.baseline import FileBaselineRepository
 from oseprovd.reset.engine import ResetEngine
 from oseprovd.reset.models import ExecuteOptions, Selection
@@ -87,7 +88,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         state.mkdir(mode=0o700)
         engine = ResetEngine(TargetRoot(root), PlanStore(state / "reset.db"),
                              FileBaselineRepository(state), snaps, state_dir=state,
-                             workers=2, packages=AptChroot())
+                             workers=2, packages=AptChroot(), accounts=Userdel())
         try:
             yield Target(root, engine, FileJournal(tmp_path / "reset.jsonl"), fstype)
         finally:
@@ -272,6 +273,41 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
     target.engine.rollback(r.execution, target.journal)
     assert installed(root) == before_set
     assert (root / "etc/ose-tool.conf").read_text() == "x=2\n"
+    diff = treemanifest.differences(before, treemanifest.manifest(
+        root, exclude=(b"var/lib/ose",)))
+    assert diff == [], "\n".join(diff)
+
+
+def getent(root: Path, db: str) -> set[str]:
+    return set(subprocess.run(["chroot", str(root), "getent", db], check=True,
+                              capture_output=True, text=True).stdout.splitlines())
+
+
+def test_nuclear_removes_new_users_and_homes_then_rolls_back(target: Target) -> None:
+    root = target.root
+    make_lived_in(root)
+    target.engine.capture_baseline()
+    subprocess.run(["chroot", str(root), "useradd", "-m", "-u", "1002", "-U", "carol"],
+                   check=True, capture_output=True)
+    (root / "home/carol/diary.txt").write_text("dear diary\n")
+    base_passwd = {e for e in getent(root, "passwd") if not e.startswith("carol:")}
+    before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+    before_passwd, before_group = getent(root, "passwd"), getent(root, "group")
+    plan = target.engine.preview(Selection(profile="nuclear"))
+    assert plan.analysis.users_removed == ("carol",)
+    assert "home/carol" not in plan.analysis.skel_trees
+    assert "home/alice" in plan.analysis.skel_trees
+    assert plan.highest_risk == "destructive"
+    r = target.engine.execute(plan.id, plan.digest, ExecuteOptions(), target.journal)
+    assert r.skipped_count == 0, r.skipped[:5]
+    assert getent(root, "passwd") == base_passwd  # ground truth: getent in the root
+    assert not any(e.startswith("carol:") for e in getent(root, "group"))
+    assert not (root / "home/carol").exists()
+    assert not (root / "home/alice/Documents").exists()
+    skel = (root / "etc/skel/.bashrc").read_bytes()
+    assert (root / "home/alice/.bashrc").read_bytes() == skel
+    target.engine.rollback(r.execution, target.journal)
+    assert getent(root, "passwd") == before_passwd and getent(root, "group") == before_group
     diff = treemanifest.differences(before, treemanifest.manifest(
         root, exclude=(b"var/lib/ose",)))
     assert diff == [], "\n".join(diff)
