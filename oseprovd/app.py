@@ -7,16 +7,19 @@ import contextlib
 import gc
 import logging
 import signal
+import threading
 import time
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
+from pydantic import BaseModel
 
 from oseprovd import __version__
 from oseprovd.bus import guard
 from oseprovd.bus.auth import PolkitAuthorizer
 from oseprovd.bus.caller import CallerResolver
+from oseprovd.bus.discovery import DiscoveryInterface
 from oseprovd.bus.guard import BusContext, TokenBuckets
 from oseprovd.bus.job import JobExporter
 from oseprovd.bus.manager import ManagerInterface
@@ -32,13 +35,17 @@ from oseprovd.bus.namewatch import NameWatch
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
 from oseprovd.config import Settings
+from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
+from oseprovd.discovery.registry import SPECS, CollectorSpec
 from oseprovd.jobs import JobManager
 from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
 from oseprovd.notify import notify, watchdog_interval, watchdog_loop
 from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
+from oseprovd.store.reports import ReportRepository
 from oseprovd.system.rootfs import TargetRoot
+from oseprovd.system.uevent import UEventMonitor
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
 from oseprovd.tuning.engine import TuningEngine
 from oseprovd.tuning.facts import MachineFacts
@@ -126,6 +133,32 @@ def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatc
     return TuningInterface(ctx, engine, benchmarks, jobs, names, facts)
 
 
+def _hang(roots: SystemRoots) -> BaseModel:
+    threading.Event().wait()  # never returns: a collector stuck in the kernel
+    raise AssertionError("unreachable")
+
+
+# With --test-interface only: a collector that never answers, so the suite can show
+# that a stuck collector does not hang a scan of the real daemon.
+TEST_HANG = CollectorSpec("test_hang", _hang, 60.0, in_all=False)
+
+
+def build_discovery(s: Settings, ctx: BusContext, jobs: JobManager,
+                    store: Store) -> DiscoveryInterface:
+    roots = SystemRoots(target=s.root, proc=s.proc_root, sys=s.sys_root)
+    specs = (*SPECS, TEST_HANG) if s.test_interface else SPECS
+    cache = DiscoveryCache(DiscoveryEngine(roots, specs), ttl=s.discovery.cache_ttl_seconds)
+    reports = ReportRepository(store, keep=s.discovery.keep_reports)
+    return DiscoveryInterface(ctx, cache, reports, jobs)
+
+
+def watch_hotplug(discovery: DiscoveryInterface) -> UEventMonitor:
+    """Kernel uevents -> HardwareChanged and fresh cache entries (no udevd needed)."""
+    monitor = UEventMonitor(discovery.device_event)
+    monitor.start()
+    return monitor
+
+
 class StartupError(Exception):
     """The daemon cannot start; the message is the one line the user sees."""
 
@@ -183,7 +216,8 @@ class Daemon:
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
         tuning = build_tuning(s, ctx, jobs, names, bus)
-        services: list[ServiceInterface] = [tuning]
+        discovery = build_discovery(s, ctx, jobs, store)
+        services: list[ServiceInterface] = [discovery, tuning]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -197,6 +231,7 @@ class Daemon:
             bus.export(path, iface)
         exporter.export_existing()
         await tuning.refresh_recommended()
+        hotplug = watch_hotplug(discovery)
 
         reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
@@ -217,6 +252,7 @@ class Daemon:
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait([disconnected, stop], return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
+        hotplug.stop()
         if disconnected.done():
             log.error("lost the connection to the bus")
             await jobs.shutdown(SHUTDOWN_JOB_GRACE)

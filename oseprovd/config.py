@@ -29,6 +29,15 @@ class Limits(BaseModel):
     polkit_interactive_timeout_seconds: float = Field(300.0, gt=0, le=3600)
 
 
+class DiscoverySettings(BaseModel):
+    """org.ose.Discovery1: how long Get* answers are reused, how many reports are kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache_ttl_seconds: float = Field(300.0, ge=0, le=86400)
+    keep_reports: int = Field(50, ge=1, le=10000)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +51,7 @@ class Settings(BaseModel):
     # Exports org.ose.Test1 with a demo job; for the test suite only, never in production.
     test_interface: bool = False
     limits: Limits = Limits()
+    discovery: DiscoverySettings = DiscoverySettings()
 
 
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:

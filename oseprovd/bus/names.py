@@ -39,12 +39,15 @@ class Action:
     TUNING_REVERT = "org.ose.tuning.revert"
     TUNING_HOLD = "org.ose.tuning.hold"
     TUNING_BENCHMARK = "org.ose.tuning.benchmark"
+    DISCOVERY_AUDIT = "org.ose.discovery.audit"
+    DISCOVERY_READ_SENSITIVE = "org.ose.discovery.read-sensitive"
 
 
 # Actions the shipped policy file must declare (a test compares the two).
 SHIPPED_ACTIONS = (
     Action.JOB_CANCEL_ANY, Action.AUDIT_READ, Action.TUNING_APPLY, Action.TUNING_REVERT,
-    Action.TUNING_HOLD, Action.TUNING_BENCHMARK,
+    Action.TUNING_HOLD, Action.TUNING_BENCHMARK, Action.DISCOVERY_AUDIT,
+    Action.DISCOVERY_READ_SENSITIVE,
 )
 
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"

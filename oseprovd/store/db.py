@@ -71,7 +71,28 @@ def _m1_jobs_and_audit(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_m1_jobs_and_audit]
+def _m2_discovery_reports(conn: sqlite3.Connection) -> None:
+    """Stored discovery scans (org.ose.Discovery1.Scan): the full report as JSON, and the
+    summary columns ListReports shows without parsing it."""
+    run_script(
+        conn,
+        """
+        CREATE TABLE reports (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            caller_uid INTEGER NOT NULL,
+            subset TEXT NOT NULL,
+            collectors TEXT NOT NULL,
+            failed TEXT NOT NULL,
+            duration_ms REAL NOT NULL,
+            data TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [_m1_jobs_and_audit, _m2_discovery_reports]
 
 
 class Store:
