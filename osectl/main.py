@@ -10,6 +10,7 @@ import click
 from osectl.audit import audit
 from osectl.client import Client
 from osectl.context import Ctx
+from osectl.discover import discover, report, scan
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
 from osectl.render import Output
@@ -52,6 +53,9 @@ cli.add_command(status)
 cli.add_command(jobs)
 cli.add_command(audit)
 cli.add_command(tune)
+cli.add_command(discover)
+cli.add_command(scan)
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> None:
