@@ -358,3 +358,31 @@ def test_osectl_discover_scan_report(sandbox):  # type: ignore[no-untyped-def]
     assert json.loads(bad.stdout)["error"]["name"] == INVALID
     missing = run("--json", "report", "show", "0123456789abcdef")
     assert missing.returncode == 3
+
+
+# --- Ansible local facts ------------------------------------------------------------------
+
+def test_ansible_fact_through_the_daemon_and_without_it(sandbox, tmp_path):  # type: ignore[no-untyped-def]
+    fact = REPO_ROOT / "integrations/ansible/ose.fact"
+    assert os.access(fact, os.X_OK)
+    bindir = tmp_path / "bin"
+    # An `osectl` on PATH that is this checkout's, as the package installs it.
+    write(bindir, "osectl", f"#!/bin/sh\nexec {sys.executable} -m osectl.main \"$@\"\n",
+          mode=0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT),
+           "OSECTL_BUS_ADDRESS": sandbox.bus_address}
+
+    def facts(**extra: str) -> dict[str, Any]:
+        done = subprocess.run([sys.executable, str(fact)], capture_output=True, text=True,
+                              timeout=120, check=False, cwd=tmp_path, env={**env, **extra})
+        assert done.returncode == 0, done.stdout + done.stderr
+        data: dict[str, Any] = json.loads(done.stdout)
+        return data
+
+    daemon = facts()
+    assert daemon["source"] == "daemon"
+    assert daemon["dmi"]["product_name"] == "PowerEdge R650"  # the daemon's sandbox
+    alone = facts(OSECTL_BUS_ADDRESS="unix:path=/nonexistent")
+    assert alone["source"] == "local"
+    assert alone["memory"]["total_bytes"] == _meminfo_total()
+    assert set(daemon) == set(alone)  # the same shape either way
