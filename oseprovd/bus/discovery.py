@@ -10,10 +10,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from dbus_fast import Variant
 from dbus_fast.service import ServiceInterface, method, signal
 from pydantic import BaseModel, Field
 
-from oseprovd.bus.convert import to_dbus
+from oseprovd.bus.convert import to_dbus, to_variant
 from oseprovd.bus.guard import BusContext, authorize, exported, permitted
 from oseprovd.bus.models import Options
 from oseprovd.bus.names import IFACE_DISCOVERY, Action, job_path
@@ -28,10 +29,12 @@ from oseprovd.discovery import (
 from oseprovd.errors import InvalidArguments, NotFound
 from oseprovd.jobs import JobContext, JobManager
 from oseprovd.store.reports import ReportRepository
+from oseprovd.system.memory import release_free_memory
 from oseprovd.system.uevent import UEvent
 
 log = logging.getLogger(__name__)
 
+META = ("started_at", "finished_at", "duration_ms", "subset", "collectors", "outcomes")
 REPORT_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_SUBSETS = 64
 
@@ -99,6 +102,7 @@ class DiscoveryInterface(ServiceInterface):
         self._engine = cache.engine
         self._reports = reports
         self._jobs = jobs
+        self._converted: dict[tuple[str, bool], tuple[BaseModel, Variant]] = {}
         self._subsets = {what: only(self._engine, wanted)
                          for what, wanted in GET_SUBSETS.items()}
 
@@ -125,9 +129,26 @@ class DiscoveryInterface(ServiceInterface):
 
     async def _get(self, what: str) -> dict[str, Any]:
         report = await self._cache.get(self._subsets[what])
-        if not await permitted(Action.DISCOVERY_READ_SENSITIVE):
-            report = redact(report)
-        return report_dbus(report)
+        allowed = await permitted(Action.DISCOVERY_READ_SENSITIVE)
+        answer = to_dbus(plain(report.model_dump(mode="json", include=set(META))))
+        for name in report.collectors:
+            section = getattr(report, name)
+            if section is not None:
+                answer[name] = self._section_variant(name, section, allowed)
+        return answer
+
+    def _section_variant(self, name: str, section: BaseModel, allowed: bool) -> Variant:
+        """A section as a D-Bus value, converted once per cached answer: the cache hands
+        out the same object until it refreshes it, and converting the package list
+        costs far more than sending it."""
+        key = (name, allowed)
+        hit = self._converted.get(key)
+        if hit is not None and hit[0] is section:  # the entry keeps `section` alive
+            return hit[1]
+        model = section if allowed else redact(section)
+        value = to_variant(plain(model.model_dump(mode="json")))
+        self._converted[key] = (section, value)
+        return value
 
     @method()
     @exported(public=True)
@@ -211,11 +232,14 @@ class DiscoveryInterface(ServiceInterface):
             report = await self._cache.get(subset, timeout, progress=progress)
             job.progress(0.97, "storing the report")
             failed = [o.name for o in report.failed]
+            duration_ms = report.duration_ms
             report_id = await asyncio.to_thread(
                 self._reports.add, report.model_dump_json(), uid, list(subset),
                 list(report.collectors), failed, report.duration_ms)
-            return {"report": report_id, "collectors": report.collectors, "failed": failed,
-                    "duration_ms": report.duration_ms}
+            del report
+            release_free_memory()  # the collector threads' arenas, back to the kernel
+            return {"report": report_id, "collectors": list(names), "failed": failed,
+                    "duration_ms": duration_ms}
 
         job = self._jobs.start(operation, uid, run)
         return job_path(job.id)

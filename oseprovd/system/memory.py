@@ -1,0 +1,29 @@
+"""Give freed heap memory back to the kernel after a burst of work.
+
+A scan runs many collector threads at once; glibc gives each its own malloc arena, and
+the memory they freed stays in the daemon's resident set until trimmed. malloc_trim(0)
+returns it (all arenas, glibc >= 2.8). Without glibc this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+log = logging.getLogger(__name__)
+
+_libc: ctypes.CDLL | None = None
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    _libc.malloc_trim.restype = ctypes.c_int
+except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+    _libc = None
+
+
+def release_free_memory() -> bool:
+    """True when the C library returned some memory to the kernel."""
+    if _libc is None:
+        return False
+    return bool(_libc.malloc_trim(0))
