@@ -386,3 +386,58 @@ def test_ansible_fact_through_the_daemon_and_without_it(sandbox, tmp_path):  # t
     assert alone["source"] == "local"
     assert alone["memory"]["total_bytes"] == _meminfo_total()
     assert set(daemon) == set(alone)  # the same shape either way
+
+
+# --- any arguments ------------------------------------------------------------------------
+
+FUZZ_ALLOWED = {INVALID, DENIED, "org.ose.Error.NotFound", "org.ose.Error.RateLimited"}
+
+
+def test_any_arguments_get_an_answer_or_a_named_error(sandbox):  # type: ignore[no-untyped-def]
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+    leaf = st.one_of(
+        st.text(chars, max_size=20).map(lambda v: Variant("s", v)),
+        st.lists(st.sampled_from(["all", "min", "!min", "hardware", "nope", "!cpu", "",
+                                  "security", "test_hang"]), max_size=4).map(
+            lambda v: Variant("as", v)),
+        st.floats(allow_nan=True, allow_infinity=True).map(lambda v: Variant("d", v)),
+        st.integers(-(2**63), 2**63 - 1).map(lambda v: Variant("x", v)),
+        st.booleans().map(lambda v: Variant("b", v)),
+    )
+    opts = st.dictionaries(st.sampled_from(["subsets", "timeout", "seconds", "interval", "top",
+                                            "bogus"]), leaf, max_size=3)
+    ids = st.one_of(st.text(chars, max_size=20), st.from_regex(r"\A[0-9a-f]{16}\Z"))
+    calls = st.one_of(
+        opts.map(lambda o: ("Scan", "a{sv}", [o])),
+        opts.map(lambda o: ("Profile", "a{sv}", [{**o, "seconds": Variant("d", 0.1),
+                                                  "interval": Variant("d", 0.1)}])),
+        ids.map(lambda i: ("GetReport", "s", [i])),
+        st.tuples(ids, ids).map(lambda ab: ("DiffReports", "ss", list(ab))),
+    )
+
+    async def connect_once() -> Any:
+        return await connect(sandbox.bus_address)
+
+    loop = asyncio.new_event_loop()
+    bus = loop.run_until_complete(connect_once())
+
+    @settings(max_examples=120, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(request=calls)
+    def one(request: tuple[str, str, list[Any]]) -> None:
+        member, sig, body = request
+        try:
+            loop.run_until_complete(call(bus, NAME, *DISCOVERY, member, sig, body, timeout=60))
+        except BusError as e:
+            assert e.name in FUZZ_ALLOWED, (request, e.name, e.text)
+            assert "Traceback" not in e.text
+        assert sandbox.running
+
+    try:
+        one()
+    finally:
+        bus.disconnect()
+        loop.close()
