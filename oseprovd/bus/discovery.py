@@ -26,6 +26,7 @@ from oseprovd.discovery import (
     performance,
     redact,
 )
+from oseprovd.discovery.cache import SUBSYSTEM_COLLECTORS
 from oseprovd.errors import InvalidArguments, NotFound
 from oseprovd.jobs import JobContext, JobManager
 from oseprovd.store.reports import ReportRepository
@@ -116,8 +117,6 @@ class DiscoveryInterface(ServiceInterface):
         """From the uevent monitor: drop the cached answers it made stale, then tell
         clients. Only subsystems discovery describes are signalled (not every bdi or
         workqueue event the kernel sends)."""
-        from oseprovd.discovery.cache import SUBSYSTEM_COLLECTORS
-
         if event.subsystem not in SUBSYSTEM_COLLECTORS:
             return
         stale = self._cache.device_event(event.subsystem)
