@@ -44,6 +44,7 @@ from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
 from oseprovd.store.reports import ReportRepository
+from oseprovd.system.memory import limit_malloc_arenas
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.system.uevent import UEventMonitor
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
@@ -272,6 +273,8 @@ class Daemon:
 
 
 def run(settings: Settings) -> int:
+    limit_malloc_arenas()  # before any thread starts (see system/memory.py)
+
     async def main() -> int:
         daemon = Daemon(settings)
         loop = asyncio.get_running_loop()
