@@ -108,8 +108,8 @@ def _mounts(out: Output, s: dict[str, Any]) -> None:
 def _nics(out: Output, s: dict[str, Any]) -> None:
     out.table(s.get("interfaces", []), "Network interfaces", [
         ("name", "Interface", None), ("kind", "Kind", None), ("driver", "Driver", None),
-        ("bus", "Bus", None), ("speed_mbps", "Mbit/s", None), ("mac", "MAC", None),
-        ("operstate", "State", None), ("master", "Master", None)], "No interfaces.")
+        ("speed_mbps", "Mbit/s", None), ("mac", "MAC", None), ("operstate", "State", None)],
+        "No interfaces.")
 
 
 def _gpus(out: Output, s: dict[str, Any]) -> None:
