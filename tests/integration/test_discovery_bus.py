@@ -158,17 +158,24 @@ def _free_loop_number() -> int:
     raise AssertionError("no free loop number")
 
 
-def test_hardware_changed_on_a_new_loop_device(sandbox, tmp_path):  # type: ignore[no-untyped-def]
+def test_hardware_changed_on_a_new_loop_device(ose_daemon, tmp_path):  # type: ignore[no-untyped-def]
+    """The live daemon with its default cache TTL (300 s): the block list it answered
+    before the device existed must not be answered after the kernel announced it."""
     losetup = require_tool("losetup")
+    daemon = ose_daemon.start(extra_args=["--root", "/"])
     image = tmp_path / "disk.img"
     with image.open("wb") as f:
         f.truncate(8 << 20)
     n = _free_loop_number()
     device = f"/dev/loop{n}"
     seen: list[list[str]] = []
+    after: set[str] = set()
+
+    before = {d["name"] for d in dcall(daemon.bus_address, "GetHardware")["block"]["devices"]}
+    assert f"loop{n}" not in before
 
     async def watch() -> None:
-        bus = await connect(sandbox.bus_address)
+        bus = await connect(daemon.bus_address)
         got = asyncio.Event()
 
         def on_message(msg: Message) -> None:
@@ -187,6 +194,8 @@ def test_hardware_changed_on_a_new_loop_device(sandbox, tmp_path):  # type: igno
         try:
             assert await attach.wait() == 0
             await asyncio.wait_for(got.wait(), 10)
+            (hw,) = await call(bus, NAME, *DISCOVERY, "GetHardware", timeout=60)
+            after.update(d["name"] for d in unwrap(hw)["block"]["devices"])
         finally:
             bus.disconnect()
 
@@ -196,6 +205,7 @@ def test_hardware_changed_on_a_new_loop_device(sandbox, tmp_path):  # type: igno
         _detach_and_remove(losetup, n)
         Path(device).unlink(missing_ok=True)  # no udevd here to remove the node
     assert ["block", "add", f"loop{n}"] in seen
+    assert f"loop{n}" in after  # the cached block list was dropped, not served stale
     assert not Path(f"/sys/block/loop{n}").exists()
 
 
