@@ -27,7 +27,7 @@ from oseprovd.discovery import (
     redact,
 )
 from oseprovd.discovery.cache import SUBSYSTEM_COLLECTORS
-from oseprovd.errors import InvalidArguments, NotFound
+from oseprovd.errors import Cancelled, InvalidArguments, NotFound
 from oseprovd.jobs import JobContext, JobManager
 from oseprovd.store.reports import ReportRepository
 from oseprovd.system.memory import release_free_memory
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 META = ("started_at", "finished_at", "duration_ms", "subset", "collectors", "outcomes")
 REPORT_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_SUBSETS = 64
+MAX_SCAN_SECONDS = 3600.0
 
 # What each Get* answers: groups or collectors, and nothing else (the minimal set that
 # an Ansible-style subset always adds is excluded unless asked for).
@@ -228,7 +229,16 @@ class DiscoveryInterface(ServiceInterface):
             # A scan answers fresh: drop the cached sections first; what it collects
             # then refreshes the cache, and a Get* meanwhile shares the same runs.
             self._cache.invalidate(names)
-            report = await self._cache.get(subset, timeout, progress=progress)
+            scan = asyncio.ensure_future(self._cache.get(subset, timeout, progress=progress))
+            # Job1.Cancel ends the scan at once, even while a collector is stuck; nothing
+            # is stored. (The collectors still running finish into the cache.)
+            cancel = asyncio.ensure_future(job.wait_cancelled(MAX_SCAN_SECONDS))
+            await asyncio.wait({scan, cancel}, return_when=asyncio.FIRST_COMPLETED)
+            if not scan.done():
+                scan.cancel()
+                raise Cancelled("the scan was cancelled; no report was stored")
+            cancel.cancel()
+            report = scan.result()
             job.progress(0.97, "storing the report")
             failed = [o.name for o in report.failed]
             duration_ms = report.duration_ms

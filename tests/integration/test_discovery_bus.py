@@ -451,3 +451,24 @@ def test_any_arguments_get_an_answer_or_a_named_error(sandbox):  # type: ignore[
     finally:
         bus.disconnect()
         loop.close()
+
+
+def test_cancel_ends_a_scan_stuck_on_a_collector(sandbox):  # type: ignore[no-untyped-def]
+    addr = sandbox.bus_address
+    before = dcall(addr, "ListReports")
+    path = dcall(addr, "Scan", "a{sv}", {"subsets": Variant("as", ["test_hang", "!min"]),
+                                         "timeout": Variant("d", 60.0)})
+
+    async def cancel() -> None:
+        bus = await connect(addr)
+        try:
+            await call(bus, NAME, path, "org.ose.Job1", "Cancel")
+        finally:
+            bus.disconnect()
+
+    started = time.monotonic()
+    asyncio.run(cancel())
+    state, _, error = wait_job(addr, path, limit=10)
+    assert time.monotonic() - started < 10
+    assert state == "cancelled", error
+    assert dcall(addr, "ListReports") == before  # nothing stored
