@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import time
+from pathlib import Path
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
@@ -29,15 +30,24 @@ from oseprovd.bus.names import (
     SERVICE_PATHS,
 )
 from oseprovd.bus.namewatch import NameWatch
+from oseprovd.bus.snapshots import SnapshotsInterface
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
 from oseprovd.config import Settings
+from oseprovd.errors import OseError
 from oseprovd.jobs import JobManager
 from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
 from oseprovd.notify import notify, watchdog_interval, watchdog_loop
+from oseprovd.snapshots import config as snapshot_config
+from oseprovd.snapshots.backend import SnapshotBackend
+from oseprovd.snapshots.engine import SnapshotEngine
+from oseprovd.snapshots.journal import FileJournal as SnapshotJournal
+from oseprovd.snapshots.models import SnapshotConfig
+from oseprovd.snapshots.timer import retention_timer
 from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
+from oseprovd.store.snapshots import DiffPages, StoreSnapshotRepository
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
 from oseprovd.tuning.engine import TuningEngine
@@ -126,6 +136,63 @@ def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatc
     return TuningInterface(ctx, engine, benchmarks, jobs, names, facts)
 
 
+def snapshot_configs(s: Settings) -> dict[str, SnapshotConfig]:
+    """<root>/etc/ose/snapshots.d/*.toml (paths in them are inside the target root), or
+    the default found from the mounts: the root filesystem by btrfs when `/` is btrfs
+    (only for the real root: a sandbox root never touches the host's default
+    subvolume), else by the copy store under the state dir."""
+    etc = s.root / "etc/ose/snapshots.d"
+    try:
+        configs = snapshot_config.load_configs(etc)
+    except OseError as exc:
+        log.error("snapshots: %s; no snapshot configs until it is fixed", exc)
+        return {}
+    if configs:
+        return {n: snapshot_config.under_root(c, s.root) for n, c in configs.items()}
+    mountinfo = ""
+    if s.root == Path("/"):
+        try:
+            mountinfo = (s.proc_root / "self/mountinfo").read_text()
+        except OSError as exc:
+            log.warning("snapshots: cannot read the mounts (%s); using the copy store", exc)
+    defaults = snapshot_config.default_configs(mountinfo, s.state_dir)
+    return {n: snapshot_config.under_root(c, s.root, rebase_snapshot_dir=False)
+            for n, c in defaults.items()}
+
+
+def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
+    """The snapshot engine, recovered: a rollback or undo that a killed daemon left is
+    finished or reverted before anything else may change the system. Other engines that
+    change the system get this object (`pre_post` around their changes)."""
+    from oseprovd.snapshots.btrfs_backend import BtrfsBackend
+    from oseprovd.snapshots.copy_backend import CopyBackend
+    from oseprovd.snapshots.lvm_backend import LvmBackend
+
+    backends: dict[str, SnapshotBackend] = {
+        "btrfs": BtrfsBackend(s.proc_root), "copy": CopyBackend(), "lvm": LvmBackend()}
+    journal = SnapshotJournal(s.state_dir / "snapshots.journal")
+    engine = SnapshotEngine(snapshot_configs(s), StoreSnapshotRepository(store), backends,
+                            journal)
+    entries = journal.entries()
+    if entries:
+        for outcome in engine.recover(entries):
+            log.warning("snapshots: %s left by a stopped daemon: %s%s", outcome.action,
+                        outcome.outcome, f" ({outcome.message})" if outcome.message else "",
+                        extra={"OSE_SNAPSHOT_OP": outcome.op})
+        if not SnapshotEngine.pending(journal.entries()):
+            journal.clear()
+    names = ", ".join(f"{c.name} ({c.backend}, {c.path})" for c in engine.list_configs())
+    log.info("snapshots: configs %s", names or "none")
+    return engine
+
+
+def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
+                    store: Store) -> SnapshotsInterface:
+    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store))
+    iface.attach(asyncio.get_running_loop())
+    return iface
+
+
 class StartupError(Exception):
     """The daemon cannot start; the message is the one line the user sees."""
 
@@ -147,6 +214,8 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stop = asyncio.Event()
+        # The snapshot engine, for the engines built after it (see snapshot_engine()).
+        self.snapshots: SnapshotEngine | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -183,7 +252,10 @@ class Daemon:
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
         tuning = build_tuning(s, ctx, jobs, names, bus)
-        services: list[ServiceInterface] = [tuning]
+        # The engine other services call around their changes (pre_post); built once.
+        snapshots = self.snapshots = snapshot_engine(s, store)
+        services: list[ServiceInterface] = [
+            tuning, build_snapshots(snapshots, ctx, jobs, store)]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -210,6 +282,9 @@ class Daemon:
                  f"; jobs {interrupted} were interrupted" if interrupted else "",
                  extra={"MESSAGE_ID": MSG_READY})
         watchdog = None
+        timer = (asyncio.get_running_loop().create_task(
+            retention_timer(snapshots, s.snapshot_timer_seconds))
+            if s.snapshot_timer_seconds > 0 else None)
         if (interval := watchdog_interval()) is not None:
             watchdog = asyncio.get_running_loop().create_task(watchdog_loop(interval))
 
@@ -226,8 +301,9 @@ class Daemon:
         started = time.monotonic()
         notify("STOPPING=1\nSTATUS=Stopping: waiting for running jobs to reach a checkpoint")
         log.info("stopping", extra={"MESSAGE_ID": MSG_STOPPING})
-        if watchdog is not None:
-            watchdog.cancel()
+        for task in (watchdog, timer):
+            if task is not None:
+                task.cancel()
         await jobs.shutdown(SHUTDOWN_JOB_GRACE)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
