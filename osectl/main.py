@@ -13,6 +13,7 @@ from osectl.context import Ctx
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
 from osectl.render import Output
+from osectl.snapshot import snapshot
 from osectl.status import status
 from osectl.tune import tune
 
@@ -52,6 +53,7 @@ cli.add_command(status)
 cli.add_command(jobs)
 cli.add_command(audit)
 cli.add_command(tune)
+cli.add_command(snapshot)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,6 +58,11 @@ class UndoRequest(Options):
     paths: tuple[str, ...] = Field(min_length=1, max_length=MAX_UNDO_PATHS)
 
 
+def shown(path: str) -> str:
+    """A surrogate-escaped name (os.fsdecode) as valid UTF-8 text, \\xNN for bad bytes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def record_to_dbus(record: SnapshotRecord) -> dict[str, Any]:
     data = record.model_dump(mode="json")
     data["created"] = record.created.timestamp()  # seconds since the epoch, as jobs give
@@ -228,11 +233,16 @@ class SnapshotsInterface(ServiceInterface):
             loop = asyncio.get_running_loop()
 
             def progress(fraction: float, path: str) -> None:
-                loop.call_soon_threadsafe(job.progress, fraction, path)
+                loop.call_soon_threadsafe(job.progress, fraction, shown(path))
 
             result = await asyncio.to_thread(self._engine.undo, req.snapshot,
                                              list(req.paths), progress)
-            return result.model_dump(mode="json")
+            data = result.model_dump(mode="json")
+            # A job's result is JSON in the store and `s` on the bus: names that aren't
+            # UTF-8 are shown with \xNN escapes there.
+            data["paths"] = [shown(p) for p in result.paths]
+            data["skipped"] = [shown(p) for p in result.skipped]
+            return data
 
         job = self._jobs.start("snapshots.undo", who.uid, run, exclusive="system")
         return job_path(job.id)
