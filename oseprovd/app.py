@@ -251,9 +251,11 @@ class Daemon:
         exporter = JobExporter(bus, ctx, jobs)
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
-        tuning = build_tuning(s, ctx, jobs, names, bus)
-        # The engine other services call around their changes (pre_post); built once.
+        # First: its recovery finishes or reverts what a killed daemon left before any
+        # other engine may change the system; then the engines that call it (pre_post)
+        # get it in their constructors.
         snapshots = self.snapshots = snapshot_engine(s, store)
+        tuning = build_tuning(s, ctx, jobs, names, bus)
         services: list[ServiceInterface] = [
             tuning, build_snapshots(snapshots, ctx, jobs, store)]
         features = sorted(iface.name for iface in services)

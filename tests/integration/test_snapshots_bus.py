@@ -377,3 +377,97 @@ def test_osectl_snapshot(rig: Rig) -> None:
     assert f".snapshots/{snap}" not in subvolumes(rig.mnt)
     human = osectl(addr, "--no-color", "snapshot", "list", "data")
     assert human.returncode == 0 and "No snapshots" in human.stdout
+
+
+def test_start_recovers_the_journal_and_the_timer_takes_snapshots(rig: Rig) -> None:
+    """A create that a killed daemon journaled but never recorded: the next start
+    removes what it made (ground truth: the subvolume list) and empties the journal."""
+    d = rig.daemon
+    d.stop()
+    rig.snapdir.mkdir(mode=0o700, exist_ok=True)
+    btrfs("subvolume", "snapshot", "-r", "--", str(rig.live), str(rig.snapdir / "data-3"))
+    journal = d.state_dir / "snapshots.journal"
+    journal.write_text(json.dumps({"step": "snapshot.create", "data": {
+        "op": "0123456789abcdef", "config": "data", "snapshot": "data-3"}}) + "\n")
+    d.extra_args[d.extra_args.index("--snapshot-timer") + 1] = "0.5"
+    d.start()
+    assert ".snapshots/data-3" not in subvolumes(rig.mnt)
+    assert journal.read_text() == ""
+    assert "snapshots: create left by a stopped daemon: reverted" in d.log_text()
+
+    async def timeline() -> str:
+        async with Signals(rig.address) as sig:
+            deadline = time.monotonic() + 15
+            while not any(m == "SnapshotCreated" for m, _ in sig.seen):
+                assert time.monotonic() < deadline, "no timeline snapshot"
+                await asyncio.sleep(0.05)
+            return str(next(v for m, v in sig.seen if m == "SnapshotCreated"))
+
+    snap = asyncio.run(timeline())
+    assert f".snapshots/{snap}" in subvolumes(rig.mnt)
+    record = scall(rig.address, "GetSnapshot", "s", snap)
+    assert record["cleanup"].value == "timeline"
+
+
+def test_any_arguments_get_an_answer_never_a_traceback(rig: Rig) -> None:
+    """Hypothesis-made ids, configs, descriptions, user data and byte paths: every
+    answer is a success or a named error; nothing outside the snapshot dir changes."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+    ids = st.one_of(st.text(chars, max_size=40),
+                    st.from_regex(r"[a-z]{1,5}-[0-9]{1,3}", fullmatch=True),
+                    st.sampled_from(["data-1", "data-99", "../../x", "-y", "data-01"]))
+    configs = st.one_of(st.text(chars, max_size=40), st.sampled_from(["data", "DATA", "d"]))
+    paths = st.lists(st.binary(max_size=30), max_size=4)
+    calls = st.one_of(
+        ids.map(lambda i: ("GetSnapshot", "s", [i])),
+        configs.map(lambda c: ("ListSnapshots", "s", [c])),
+        st.lists(ids, max_size=3).map(lambda x: ("DeleteSnapshots", "as", [x])),
+        ids.map(lambda i: ("Rollback", "s", [i])),
+        st.tuples(ids, ids).map(lambda t: ("Diff", "ss", list(t))),
+        st.tuples(ids, paths).map(lambda t: ("UndoChange", "saay", list(t))),
+        st.tuples(configs.filter(lambda c: c != "data"), st.text(chars, max_size=2000),
+                  st.dictionaries(st.text(chars, max_size=70), st.text(chars, max_size=10),
+                                  max_size=40)).map(
+            lambda t: ("CreateSnapshot", "ssa{ss}", list(t))),
+        st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
+                  st.integers(0, 2**32 - 1)).map(lambda t: ("GetDiffPage", "ttu", list(t))),
+    )
+    allowed = {INVALID, NOT_FOUND, "org.ose.Error.NotRecorded", "org.ose.Error.Busy",
+               "org.ose.Error.RateLimited"}
+    snap = scall(rig.address, "CreateSnapshot", "ssa{ss}", "data", "", {})
+    before = subvolumes(rig.mnt)
+    outcomes: list[str] = []
+    (rig.live / "f").write_bytes(b"x")
+
+    async def main() -> None:
+        bus = await connect(rig.address)
+        try:
+            @settings(max_examples=120, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(calls)
+            def one(c: tuple[str, str, list[Any]]) -> None:
+                member, sig, body = c
+                if member in ("Rollback", "DeleteSnapshots") and snap in str(body):
+                    return  # the one real snapshot stays
+                fut = asyncio.run_coroutine_threadsafe(
+                    call(bus, NAME, *SNAPS, member, sig, body, timeout=30), loop)
+                try:
+                    fut.result()
+                    outcomes.append("ok")
+                except BusError as e:
+                    outcomes.append(e.name)
+                    assert e.name in allowed, (member, body, e.name, e.text)
+
+            loop = asyncio.get_running_loop()
+            await asyncio.to_thread(one)
+        finally:
+            bus.disconnect()
+
+    asyncio.run(main())
+    assert len(outcomes) > 50 and "ok" in outcomes
+    assert rig.daemon.running
+    assert subvolumes(rig.mnt) == before
+    assert (rig.live / "f").read_bytes() == b"x"
