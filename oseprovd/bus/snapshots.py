@@ -33,6 +33,7 @@ from oseprovd.system.rootfs import split_rel
 
 MAX_DELETE = 1000
 MAX_PAGE = 5000
+MAX_ROWS = 2**63 - 1  # SQLite's integers are signed 64-bit
 DIFF_BATCH = 1000
 DIFF_OPERATION = "snapshots.diff"
 
@@ -50,6 +51,14 @@ class IdsRequest(Options):
 class DiffRequest(Options):
     snapshot: str
     other: str = ""
+
+
+class SnapshotRef(Options):
+    snapshot: str
+
+
+class ConfigRef(Options):
+    config: str
 
 
 class UndoRequest(Options):
@@ -210,6 +219,8 @@ class SnapshotsInterface(ServiceInterface):
             raise NotFound(f"no diff {diff}; start one with Diff")
         who = await guard.caller()
         await authorize(polkit=who.uid != job.caller_uid)
+        if offset >= MAX_ROWS:
+            return []
         return [[path, change] for path, change in
                 await asyncio.to_thread(self._diffs.page, diff, offset, limit)]
 
@@ -254,7 +265,7 @@ class SnapshotsInterface(ServiceInterface):
         reboot finishes it (the running root) and Result.previous keeps what was live."""
         snap = check_snapshot_id(snapshot_id)
         self._engine.get_snapshot(snap)
-        who = await authorize(DiffRequest(snapshot=snap))
+        who = await authorize(SnapshotRef(snapshot=snap))
 
         async def run(job: JobContext) -> dict[str, Any]:
             job.progress(0.1, f"rolling back to {snap}")
@@ -270,7 +281,7 @@ class SnapshotsInterface(ServiceInterface):
         """Apply the config's retention now (number, timeline and free-space limits)."""
         name = check_config_name(config)
         self._engine.config(name)
-        who = await authorize(CreateRequest(config=name))
+        who = await authorize(ConfigRef(config=name))
 
         async def run(job: JobContext) -> dict[str, Any]:
             job.progress(0.1, f"cleaning up {name}")
