@@ -206,7 +206,7 @@ def ensure_tuned() -> str:
         POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
         POLICY_RC_D.chmod(0o755)
     try:
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "tuned"],
+        subprocess.run(["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=300", "tuned"],
                        check=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
                        stdout=subprocess.DEVNULL)
     finally:
