@@ -412,3 +412,36 @@ def test_daemon_module_has_no_traceback_on_bad_flags():
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "oseprovd: config file /nonexistent.toml does not exist"
+
+
+def test_polkit_is_asked_interactively_only_when_the_message_allows_it(ose_daemon):
+    """What the daemon sent to polkit, as the (mock) polkitd logged it: the subject is
+    the caller's own unique name, and the AllowUserInteraction flag follows the
+    message's ALLOW_INTERACTIVE_AUTHORIZATION flag."""
+    from dbus_fast import Message, MessageFlag
+
+    from tests.harness.mockpolkit import MockPolkit, mock_polkit_bus
+
+    with mock_polkit_bus() as bus, MockPolkit(bus.address,
+                                              allowed=("org.ose.audit.read",)) as pk:
+        d = ose_daemon.start(bus.address)
+
+        async def go() -> str:
+            client = await connect(d.bus_address)
+            try:
+                for flags in (MessageFlag.NONE, MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION):
+                    reply = await client.call(Message(
+                        destination=NAME, path=ROOT, interface=MANAGER, member="GetAuditLog",
+                        signature="a{sv}", body=[{}], flags=flags))
+                    assert reply is not None and reply.error_name is None, reply
+                return client.unique_name
+            finally:
+                client.disconnect()
+
+        unique = asyncio.run(go())
+        d.close()
+        checks = [line for line in pk.log_text().splitlines() if " CheckAuthorization " in line]
+    assert len(checks) == 2
+    for line, flag in zip(checks, ("0", "1"), strict=True):
+        assert "'system-bus-name'" in line and f"String('{unique}'" in line
+        assert line.endswith(f'"org.ose.audit.read" {{}} {flag} ""'), line
