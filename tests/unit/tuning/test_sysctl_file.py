@@ -7,7 +7,6 @@ sandbox files directly. Never the engine's own report.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -23,9 +22,9 @@ from oseprovd.tuning.facts import MachineFacts
 from oseprovd.tuning.sysctl import ALLOWED
 from oseprovd.tuning.sysctlfile import render
 
-from . import sandbox
 from .conftest import Machine
 from .test_crash_recovery import WORKTREE, run_child
+from .test_engine_sandbox import SwappinessRefused
 
 FACTS = MachineFacts()
 REL = "etc/sysctl.d/90-ose-tuning.conf"
@@ -169,18 +168,11 @@ def test_an_admin_file_at_that_path_comes_back_exactly(tmp_path: Path):
     assert m.snapshot() == pristine  # bytes, mode, owner and mtime
 
 
-class RefusingSwappiness(sandbox.SandboxRoot):
-    def write_existing(self, rel: str, data: bytes) -> None:
-        if rel == "sys/vm/swappiness":
-            raise OSError(errno.EINVAL, "Invalid argument")
-        super().write_existing(rel, data)
-
-
 def test_a_value_the_kernel_refused_is_not_persisted(tmp_path: Path):
     m = Machine(tmp_path, extra_profiles=profiles(tmp_path))
     pristine = m.snapshot()
     roots = m.engine.knobs.roots
-    m.engine.knobs.roots = type(roots)(RefusingSwappiness(m.base / "proc"), roots.sys,
+    m.engine.knobs.roots = type(roots)(SwappinessRefused(m.base / "proc"), roots.sys,
                                        roots.target)
     result = m.engine.apply("prof_a", FACTS)
     assert not result.complete
@@ -196,7 +188,7 @@ def test_a_value_the_kernel_refused_is_not_persisted(tmp_path: Path):
     pristine2 = m2.snapshot()
     m2.engine.apply("backlog", FACTS)
     assert (m2.base / "root" / REL).exists()
-    m2.engine.knobs.roots = type(roots)(RefusingSwappiness(m2.base / "proc"),
+    m2.engine.knobs.roots = type(roots)(SwappinessRefused(m2.base / "proc"),
                                         m2.engine.knobs.roots.sys, m2.engine.knobs.roots.target)
     m2.engine.apply("swap_only", FACTS)
     assert not (m2.base / "root" / REL).exists()
