@@ -139,7 +139,10 @@ def test_switch_leaves_only_the_new_profiles_keys(tmp_path: Path):
     path = m.base / "root" / REL
     m.engine.apply("prof_a", FACTS)
     inode = path.stat().st_ino
-    m.engine.apply("prof_b", FACTS)
+    steps = records(m, "prof_b")
+    # Replaced in one step: never removed first, so there is no moment without a file.
+    assert ("restored", "sysctl.d:file") not in steps
+    assert ("written", "sysctl.d:file") in steps
     data = path.read_bytes()
     assert parse_sysctl_d(data) == EXPECTED_B
     assert "prof_b" in header(data) and "prof_a" not in header(data)
