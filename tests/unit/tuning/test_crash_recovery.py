@@ -146,7 +146,8 @@ def test_every_knob_recovers_from_a_crash_at_every_third_step(tmp_path: Path, ex
     check = Machine(tmp_path / "check", extra_profiles=extra_dir, disk_devices=["*"])
     result = check.engine.apply("all_knobs", MachineFacts())
     changed = {o.knob.split(":")[0] for o in result.outcomes if o.status == "changed"}
-    assert changed == {"cpu", "power", "memory", "disk", "sysctl", "limits"}, result.outcomes
+    assert changed == {"cpu", "power", "memory", "disk", "sysctl", "limits", "sysctl.d"}, \
+        result.outcomes
     assert result.complete and check.engine.verify().drifted == 0
     for n in [*range(1, total, 3), total - 1]:  # total is the commit: covered above
         m = Machine(tmp_path / f"all-{n}", extra_profiles=extra_dir, disk_devices=["*"])
