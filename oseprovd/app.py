@@ -34,6 +34,7 @@ from oseprovd.bus.snapshots import SnapshotsInterface
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
 from oseprovd.config import Settings
+from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
 from oseprovd.errors import OseError
 from oseprovd.jobs import JobManager
 from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
@@ -51,8 +52,8 @@ from oseprovd.store.snapshots import DiffPages, StoreSnapshotRepository
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
 from oseprovd.tuning.engine import TuningEngine
-from oseprovd.tuning.facts import MachineFacts
-from oseprovd.tuning.hostfacts import read_machine_facts
+from oseprovd.tuning.facts import MachineFacts, detect_power_managers
+from oseprovd.tuning.fromdiscovery import FACTS_SUBSET, machine_facts_from_report
 from oseprovd.tuning.journal import FileJournal
 from oseprovd.tuning.network import ModprobeLoader
 from oseprovd.tuning.profiles import ProfileCatalog
@@ -87,6 +88,12 @@ class StatusLine:
         self._update()
 
 
+def discovery_engine(s: Settings) -> DiscoveryEngine:
+    """The discovery engine over this daemon's roots (tuning's machine facts come from
+    it; one DiscoveryCache over it can serve Discovery1 too)."""
+    return DiscoveryEngine(SystemRoots(target=s.root, proc=s.proc_root, sys=s.sys_root))
+
+
 def tuning_engine(s: Settings) -> TuningEngine:
     """The tuning engine over this daemon's roots; also used by --apply-tuning at boot."""
     roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
@@ -108,8 +115,10 @@ def apply_tuning_at_boot(s: Settings) -> int:
     if profile is None:
         print("oseprovd: no tuning profile is active; nothing to apply")
         return 0
-    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
-    result = engine.apply(profile, read_machine_facts(roots, []))
+    # No bus yet: other power managers are known by their pid files only.
+    report = discovery_engine(s).collect_sync(FACTS_SUBSET)
+    managers = detect_power_managers([], TargetRoot(s.root), TargetRoot(s.proc_root))
+    result = engine.apply(profile, machine_facts_from_report(report, managers))
     changed = sum(1 for o in result.outcomes if o.status == "changed")
     failed = [o.knob for o in result.outcomes if o.status in ("failed", "did-not-take")]
     print(f"oseprovd: tuning profile {profile} applied: {changed} values set"
@@ -118,9 +127,12 @@ def apply_tuning_at_boot(s: Settings) -> int:
 
 
 def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatch,
-                 bus: MessageBus) -> TuningInterface:
+                 bus: MessageBus, discovery: DiscoveryCache | None = None) -> TuningInterface:
+    """The Tuning1 object; its machine facts come from `discovery` (a cache shared with
+    Discovery1 when given, else one of its own)."""
     engine = tuning_engine(s)
-    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
+    cache = discovery or DiscoveryCache(discovery_engine(s))
+    target, proc = TargetRoot(s.root), TargetRoot(s.proc_root)
     bench_dir = s.state_dir / "benchmarks"
     bench_dir.mkdir(mode=0o700, exist_ok=True)
     benchmarks = Benchmarks(FileBenchmarkStore(bench_dir), s.state_dir)
@@ -131,7 +143,8 @@ def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatc
                                        interface=DBUS_IFACE, member="ListNames"))
         owned = list(reply.body[0]) if reply and reply.message_type == MessageType.METHOD_RETURN \
             else []
-        return await asyncio.to_thread(read_machine_facts, roots, owned)
+        managers = await asyncio.to_thread(detect_power_managers, owned, target, proc)
+        return machine_facts_from_report(await cache.get(FACTS_SUBSET), managers)
 
     return TuningInterface(ctx, engine, benchmarks, jobs, names, facts)
 
