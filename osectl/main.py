@@ -14,6 +14,7 @@ from osectl.discover import discover, report, scan
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
 from osectl.render import Output
+from osectl.snapshot import snapshot
 from osectl.status import status
 from osectl.tune import tune
 
@@ -53,6 +54,7 @@ cli.add_command(status)
 cli.add_command(jobs)
 cli.add_command(audit)
 cli.add_command(tune)
+cli.add_command(snapshot)
 cli.add_command(discover)
 cli.add_command(scan)
 cli.add_command(report)

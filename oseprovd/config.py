@@ -50,6 +50,9 @@ class Settings(BaseModel):
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     # Exports org.ose.Test1 with a demo job; for the test suite only, never in production.
     test_interface: bool = False
+    # Seconds between timeline snapshots + retention cleanup of every snapshot config;
+    # 0 turns the timer off.
+    snapshot_timer_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
     limits: Limits = Limits()
     discovery: DiscoverySettings = DiscoverySettings()
 

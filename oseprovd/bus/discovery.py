@@ -31,7 +31,7 @@ from oseprovd.errors import Cancelled, InvalidArguments, NotFound
 from oseprovd.jobs import JobContext, JobManager
 from oseprovd.store.reports import ReportRepository
 from oseprovd.system.memory import release_free_memory
-from oseprovd.system.uevent import UEvent
+from oseprovd.system.uevent import UEvent, UEventMonitor
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,26 @@ class DiscoveryInterface(ServiceInterface):
         self._reports = reports
         self._jobs = jobs
         self._converted: dict[tuple[str, bool], tuple[BaseModel, Variant]] = {}
+        self.hotplug: asyncio.Task[None] | None = None
         self._subsets = {what: only(self._engine, wanted)
                          for what, wanted in GET_SUBSETS.items()}
+
+    @property
+    def cache(self) -> DiscoveryCache:
+        """The cache behind Get*; Tuning1 reads its machine facts from the same one."""
+        return self._cache
 
     # --- hot-plug ---------------------------------------------------------------------
 
     @signal()
     def HardwareChanged(self, subsystem: str, action: str, device: str) -> "sss":
         return [subsystem, action, device]
+
+    def watch_hotplug(self) -> None:
+        """Kernel uevents -> fresh cache entries and HardwareChanged (no udevd needed);
+        from the daemon's loop, until `hotplug` is cancelled."""
+        monitor = UEventMonitor(self.device_event)
+        self.hotplug = asyncio.get_running_loop().create_task(monitor.run())
 
     def device_event(self, event: UEvent) -> None:
         """From the uevent monitor: drop the cached answers it made stale, then tell

@@ -98,7 +98,6 @@ class TuningInterface(ServiceInterface):
     @exported(public=True)
     async def GetProfile(self, name: "s") -> "a{sv}":
         """The profile and what it would change on this machine, knob by knob."""
-        await authorize()
         info = self._engine.get_profile(name)
         plan = await asyncio.to_thread(self._engine.plan, name, await self._facts())
         return to_dbus({**info.model_dump(), "plan": plan})
@@ -106,7 +105,6 @@ class TuningInterface(ServiceInterface):
     @method()
     @exported(public=True)
     async def Recommend(self) -> "a{sv}":
-        await authorize()
         rec = await asyncio.to_thread(self._engine.recommend, await self._facts())
         self._recommended = rec.profile
         return to_dbus(rec)
@@ -114,7 +112,6 @@ class TuningInterface(ServiceInterface):
     @method()
     @exported(public=True)
     async def Verify(self) -> "a{sv}":
-        await authorize()
         return to_dbus(await asyncio.to_thread(self._engine.verify))
 
     @method()

@@ -98,6 +98,15 @@ class UEventMonitor:
                 except Exception:
                     log.exception("a hot-plug event handler failed")
 
+    async def run(self) -> None:
+        """Watch until cancelled (a task of the daemon's loop)."""
+        if not self.start():
+            return
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         if self._sock is not None:
             if self._loop is not None:

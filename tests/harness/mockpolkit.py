@@ -13,10 +13,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from tests.harness import logs
 from tests.harness.busclient import call, connect, run_sync, wait_for_name_sync
+from tests.harness.process import ManagedProcess
 from tests.harness.sysbus import PrivateSystemBus, allow_user_to_own
 
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
@@ -31,7 +31,7 @@ def mock_polkit_bus() -> PrivateSystemBus:
     return PrivateSystemBus(extra_policy_xml=[allow_user_to_own(POLKIT_NAME, me)])
 
 
-class MockPolkit:
+class MockPolkit(ManagedProcess):
     """`with MockPolkit(bus.address, hang=True) as pk:`; pk.call_mock("SetAllowed", ...)."""
 
     def __init__(self, bus_address: str, *, hang: bool = False, allowed: tuple[str, ...] = (),
@@ -41,12 +41,11 @@ class MockPolkit:
         self._allowed = allowed
         self._timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.log_path: Path | None = None
 
     def start(self) -> MockPolkit:
-        self._dir = tempfile.TemporaryDirectory(prefix="ose-mockpolkit-")
-        self.log_path = Path(self._dir.name) / "dbusmock.log"
+        self.dir = Path(tempfile.mkdtemp(prefix="ose-mockpolkit-"))
+        self.log_path = self.dir / "dbusmock.log"
         env = {"DBUS_SYSTEM_BUS_ADDRESS": self.bus_address, "PATH": "/usr/bin:/bin",
                "LANG": "C.UTF-8"}
         with self.log_path.open("wb") as log:
@@ -87,32 +86,6 @@ class MockPolkit:
 
         return run_sync(go)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
-        if self.log_path is not None:
-            logs.unregister(self.log_path)
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> MockPolkit:
-        return self.start()
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass

@@ -16,11 +16,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from tests.harness import logs
 from tests.harness.busclient import wait_for_name_sync
 from tests.harness.components import POLKITD, UNSHARE, repo_file, require, require_root
+from tests.harness.process import ManagedProcess
 from tests.harness.users import ADMIN_GROUP
 
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
@@ -39,7 +39,7 @@ polkit.addRule(function(action, subject) {{
 """
 
 
-class PolkitDaemon:
+class PolkitDaemon(ManagedProcess):
     """`with PolkitDaemon(bus.address) as pk:` -> pk.pid, pk.log_path, pk.log_text().
 
     Actions: the host's, the project's policy and `extra_policy_files`. Rules: `rules_js`
@@ -131,34 +131,4 @@ class PolkitDaemon:
             return None
         return f"polkitd exited with {self.proc.returncode}:\n{self.log_text()}"
 
-    def log_text(self) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
-        if self.log_path is not None:
-            logs.unregister(self.log_path)
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> PolkitDaemon:
-        return self.start()
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,10 +17,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from tests.harness import logs
 from tests.harness.components import DBUS_DAEMON, repo_file, require
+from tests.harness.process import ManagedProcess
 
 PROJECT_POLICY = ("dbus", "org.ose.Provisioning1.conf")
 HOST_POLKIT_POLICY = Path("/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf")
@@ -66,7 +66,7 @@ def allow_user_to_own(name: str, user: str) -> str:
     return f'<busconfig><policy user="{user}"><allow own="{name}"/></policy></busconfig>\n'
 
 
-class PrivateSystemBus:
+class PrivateSystemBus(ManagedProcess):
     """`with PrivateSystemBus() as bus:` -> bus.address (unix:path=...)."""
 
     def __init__(
@@ -157,29 +157,3 @@ class PrivateSystemBus:
         assert data.decode().startswith(f"unix:path={self.socket_path}")
         return f"unix:path={self.socket_path}"
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
-        if self.log_path is not None:
-            logs.unregister(self.log_path)
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> PrivateSystemBus:
-        return self.start()
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -50,7 +50,8 @@ async def live(address: str, path: str, name: str) -> dict[str, object]:
 
 def test_every_shipped_interface_has_a_contract_file():
     assert sorted(p.stem for p in INTERFACES.glob("*.xml")) == [
-        "org.ose.Discovery1", "org.ose.Job1", "org.ose.Manager1", "org.ose.Tuning1"]
+        "org.ose.Discovery1", "org.ose.Job1", "org.ose.Manager1", "org.ose.Snapshots1",
+        "org.ose.Tuning1"]
 
 
 def test_live_introspection_matches_the_xml(ose_daemon):
@@ -68,6 +69,7 @@ def test_live_introspection_matches_the_xml(ose_daemon):
     job = asyncio.run(make_job())
     for path, name in (("/org/ose/Provisioning1", "org.ose.Manager1"), (job, "org.ose.Job1"),
                        ("/org/ose/Provisioning1/Tuning", "org.ose.Tuning1"),
+                       ("/org/ose/Provisioning1/Snapshots", "org.ose.Snapshots1"),
                        ("/org/ose/Provisioning1/Discovery", "org.ose.Discovery1")):
         assert asyncio.run(live(d.bus_address, path, name)) == contract(name), name
 
@@ -79,6 +81,7 @@ def test_every_exported_method_declares_a_policy():
     from oseprovd.bus.guard import check_declarations
     from oseprovd.bus.job import JobInterface
     from oseprovd.bus.manager import ManagerInterface
+    from oseprovd.bus.snapshots import SnapshotsInterface
     from oseprovd.bus.tuning import TuningInterface
     from oseprovd.discovery import DiscoveryCache, DiscoveryEngine
     from oseprovd.store.jobs import JobRecord, JobState
@@ -92,6 +95,7 @@ def test_every_exported_method_declares_a_policy():
         "org.ose.Manager1": ManagerInterface(None, None, None, None, "/", []),  # type: ignore[arg-type]
         "org.ose.Job1": JobInterface(None, None, job),  # type: ignore[arg-type]
         "org.ose.Tuning1": TuningInterface(None, None, None, None, Names(), None),  # type: ignore[arg-type]
+        "org.ose.Snapshots1": SnapshotsInterface(None, None, None, None),  # type: ignore[arg-type]
         "org.ose.Discovery1": DiscoveryInterface(
             None, DiscoveryCache(DiscoveryEngine()), None, None),  # type: ignore[arg-type]
     }

@@ -60,6 +60,7 @@ CONFIG_DEFAULTS = {
     "sys_root": "/sys",
     "state_dir": "/var/lib/oseprovd",
     "log_level": "info",
+    "snapshot_timer_seconds": 3600,
     "limits": {
         "max_string_bytes": 65536,
         "max_array_length": 10000,

@@ -1,0 +1,1 @@
+"""Snapshot engine: snapshots, undo of a change, rollback and retention, per backend."""
