@@ -301,20 +301,24 @@ def _follow(ctx: Ctx, path: str, label: str) -> dict[str, Any]:
                    "repeat for several. Default: all.")
 @click.option("--timeout", type=click.FloatRange(0, 600, min_open=True),
               help="Seconds each collector may take at most.")
+@click.option("--cloud-metadata", is_flag=True,
+              help="Also ask the detected cloud's metadata service (sends HTTP on-link).")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Follow the scan to its end and show its report id.")
 @pass_ctx
 def scan(ctx: Ctx, quick: bool, subsets: tuple[str, ...], timeout: float | None,
-         wait: bool) -> None:
+         cloud_metadata: bool, wait: bool) -> None:
     """Scan now and store the result as a report (see `osectl report`)."""
-    if quick and (subsets or timeout is not None):
-        raise click.UsageError("--quick takes no --subset or --timeout")
+    if quick and (subsets or timeout is not None or cloud_metadata):
+        raise click.UsageError("--quick takes no --subset, --timeout or --cloud-metadata")
     if quick:
         path = _call(ctx, "ScanQuick")
     else:
         options: dict[str, Any] = {"subsets": list(subsets or ["all"])}
         if timeout is not None:
             options["timeout"] = float(timeout)
+        if cloud_metadata:
+            options["cloud_metadata"] = True
         path = _call(ctx, "Scan", "a{sv}", options)
     if not wait:
         ctx.out.message(f"scan started: {path}", {"job": path})
@@ -324,6 +328,12 @@ def scan(ctx: Ctx, quick: bool, subsets: tuple[str, ...], timeout: float | None,
     ctx.out.message(f"report {result.get('report')} stored: {len(result.get('collectors', []))} "
                     f"collectors in {float(result.get('duration_ms', 0)):.0f} ms"
                     + (f"; did not answer: {', '.join(failed)}" if failed else ""), result)
+    md = result.get("cloud_metadata")
+    if md and not ctx.out.as_json:
+        ctx.out.record(md, "Cloud metadata service", [
+            ("provider", "Provider", None), ("reachable", "Answered", None),
+            ("instance_id", "Instance", None), ("instance_type", "Type", None),
+            ("region", "Region", None), ("zone", "Zone", None), ("error", "Error", None)])
 
 
 @click.group()

@@ -66,6 +66,9 @@ class ScanOptions(Options):
     subsets: list[str] = Field(default_factory=lambda: ["all"], min_length=1,
                                max_length=MAX_SUBSETS)
     timeout: float | None = Field(None, gt=0, le=600)
+    # Ask the detected provider's link-local metadata service who this instance is: the
+    # only network traffic discovery ever sends, so only when asked for.
+    cloud_metadata: bool = False
 
 
 class ProfileOptions(Options):
@@ -217,10 +220,13 @@ class DiscoveryInterface(ServiceInterface):
     async def Scan(self, options: "a{sv}") -> "o":
         opts: ScanOptions = ScanOptions.from_dbus(options)
         names = self._engine.resolve(opts.subsets)  # InvalidArgs before polkit
+        if opts.cloud_metadata and "cloud" not in names:
+            raise InvalidArguments("cloud_metadata needs the cloud collector in the subsets")
         # The security audit walks the file system and shows weaknesses: its own action.
         who = await authorize(opts, action=Action.DISCOVERY_AUDIT
                               if "security" in names else None)
-        return self._start_scan(who.uid, opts.subsets, names, opts.timeout, "discovery.scan")
+        return self._start_scan(who.uid, opts.subsets, names, opts.timeout, "discovery.scan",
+                                opts.cloud_metadata)
 
     @method()
     @exported(public=True, expensive=True)
@@ -231,7 +237,8 @@ class DiscoveryInterface(ServiceInterface):
                                 "discovery.scan-quick")
 
     def _start_scan(self, uid: int, subset: list[str], names: Sequence[str],
-                    timeout: float | None, operation: str) -> str:
+                    timeout: float | None, operation: str, cloud_metadata: bool = False
+                    ) -> str:
         async def run(job: JobContext) -> dict[str, Any]:
             job.progress(0.0, f"running {len(names)} collectors")
 
@@ -254,13 +261,17 @@ class DiscoveryInterface(ServiceInterface):
             job.progress(0.97, "storing the report")
             failed = [o.name for o in report.failed]
             duration_ms = report.duration_ms
+            extra: dict[str, Any] = {}
+            if cloud_metadata:
+                job.progress(0.96, "asking the cloud metadata service")
+                extra["cloud_metadata"] = await _ask_metadata(report, timeout)
             report_id = await asyncio.to_thread(
                 self._reports.add, report.model_dump_json(), uid, list(subset),
                 list(report.collectors), failed, report.duration_ms)
             del report
             release_free_memory()  # the collector threads' arenas, back to the kernel
             return {"report": report_id, "collectors": list(names), "failed": failed,
-                    "duration_ms": duration_ms}
+                    "duration_ms": duration_ms, **extra}
 
         job = self._jobs.start(operation, uid, run)
         return job_path(job.id)
@@ -320,3 +331,17 @@ class DiscoveryInterface(ServiceInterface):
         job = self._jobs.start("discovery.profile", who.uid, run)
         return job_path(job.id)
 
+
+async def _ask_metadata(report: Report, timeout: float | None) -> dict[str, Any]:
+    """The metadata service of the provider the DMI table names (found or maybe); a
+    machine with no such evidence sends nothing."""
+    # Imported when asked: urllib.request and http.client cost the daemon ~3 MiB.
+    from oseprovd.discovery import metadata
+
+    cloud = report.cloud
+    if cloud is None or cloud.provider is None or cloud.status == "none":
+        return {"provider": "", "reachable": False,
+                "error": "no cloud provider detected from local evidence; nothing was sent"}
+    wait = min(timeout or metadata.DEFAULT_TIMEOUT, 2.0)
+    result = await asyncio.to_thread(metadata.probe_metadata, cloud.provider, wait)
+    return dict(plain(result.model_dump(mode="json")))

@@ -70,7 +70,8 @@ def wait_job(address: str, path: str, limit: float = 60) -> tuple[str, dict[str,
 
 
 def scan(address: str, limit: float = 60, **options: Any) -> dict[str, Any]:
-    opts = {k: Variant("as", v) if isinstance(v, list) else Variant("d", v)
+    opts = {k: Variant("as", v) if isinstance(v, list) else
+            Variant("b", v) if isinstance(v, bool) else Variant("d", v)
             for k, v in options.items()}
     path = dcall(address, "Scan", "a{sv}", opts)
     state, result, error = wait_job(address, path, limit)
@@ -363,6 +364,8 @@ def test_osectl_discover_scan_report(sandbox):  # type: ignore[no-untyped-def]
     diff = js("report", "diff", "latest~1", "latest")
     assert [c["path"] for c in diff["changes"]] == ["services.systemd_units[cli-added.service]"]
     assert "cli-added.service" in run("report", "diff", first["report"], "latest").stdout
+    md = js("scan", "--subset", "cloud", "--subset", "!min", "--cloud-metadata")
+    assert md["cloud_metadata"]["reachable"] is False  # the Dell sandbox: nothing to ask
     bad = run("--json", "scan", "--subset", "nope")
     assert bad.returncode == 2
     assert json.loads(bad.stdout)["error"]["name"] == INVALID
@@ -472,3 +475,35 @@ def test_cancel_ends_a_scan_stuck_on_a_collector(sandbox):  # type: ignore[no-un
     assert time.monotonic() - started < 10
     assert state == "cancelled", error
     assert dcall(addr, "ListReports") == before  # nothing stored
+
+
+AWS = {"sys_vendor": "Amazon EC2", "product_name": "m5.large", "bios_vendor": "Amazon EC2",
+       "board_vendor": "Amazon EC2", "chassis_vendor": "Amazon EC2",
+       "chassis_asset_tag": "Amazon EC2", "board_asset_tag": "i-0123456789abcdef0"}
+
+
+def test_cloud_metadata_only_when_asked(sandbox):  # type: ignore[no-untyped-def]
+    # The Dell sandbox: no cloud evidence, so nothing is sent even when asked.
+    asked = scan(sandbox.bus_address, subsets=["cloud", "!min"], cloud_metadata=True)
+    assert asked["cloud_metadata"]["reachable"] is False
+    assert "nothing was sent" in asked["cloud_metadata"]["error"]
+    assert "cloud_metadata" not in scan(sandbox.bus_address, subsets=["cloud", "!min"])
+    with pytest.raises(BusError) as e:  # the probe needs the cloud collector's answer
+        scan(sandbox.bus_address, subsets=["cpu"], cloud_metadata=True)
+    assert e.value.name == INVALID
+
+
+def test_cloud_metadata_of_an_ec2_guest_is_asked(ose_daemon):  # type: ignore[no-untyped-def]
+    """An EC2 guest's DMI table: the AWS service is asked (IMDSv2), with a short timeout."""
+    d = ose_daemon.start(start=False)
+    dmi_tree(d.state_dir.parent / "kernel", AWS)
+    d.extra_args += ["--sys-root", str(d.state_dir.parent / "kernel" / "sys")]
+    d.start()
+    started = time.monotonic()
+    result = scan(d.bus_address, subsets=["cloud", "!min"], cloud_metadata=True)
+    assert time.monotonic() - started < 15
+    md = result["cloud_metadata"]
+    assert md["provider"] == "aws"
+    # This machine is no EC2 guest (the DMI table is the sandbox's): unreachable, unless
+    # the suite runs on a real EC2 instance, whose service then answers.
+    assert (md["reachable"] is False and md["error"]) or md.get("instance_id")
