@@ -398,3 +398,41 @@ def diff(ctx: Ctx, old: str, new: str) -> None:
     ctx.out.table(data.get("changes", []), f"{data.get('a')} → {data.get('b')}", [
         ("kind", "Change", None), ("path", "What", None), ("old", "Was", None),
         ("new", "Now", None)], "No changes.")
+
+
+@click.command()
+@click.option("--seconds", type=click.FloatRange(0.1, 300), default=5.0, show_default=True,
+              help="How long to sample.")
+@click.option("--interval", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
+              help="Seconds between samples.")
+@click.option("--top", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="How many processes to list.")
+@pass_ctx
+def profile(ctx: Ctx, seconds: float, interval: float, top: int) -> None:
+    """Sample CPU, memory, disks, network and pressure for a while: what is saturated."""
+    if interval > seconds:
+        raise click.UsageError("--interval must not be longer than --seconds")
+    path = _call(ctx, "Profile", "a{sv}", {"seconds": float(seconds),
+                                          "interval": float(interval), "top": int(top)})
+    result = _follow(ctx, path, f"profile ({seconds:g} s)")
+    if ctx.out.as_json:
+        ctx.out.json(result)
+        return
+    out = ctx.out
+    cpu, mem = result.get("cpu", {}), result.get("memory", {})
+    out.record({**cpu, **mem, "saturated": result.get("saturated") or ["nothing"],
+                "psi": ", ".join(f"{k} {v:g}" for k, v in result.get("pressure", {}).items())
+                or "-"}, f"Over {result.get('duration_s', seconds):g} s", [
+        ("busy_pct_avg", "CPU busy % (avg)", None), ("busy_pct_max", "CPU busy % (max)", None),
+        ("iowait_pct", "I/O wait %", None), ("steal_pct", "Steal %", None),
+        ("used_pct_max", "Memory used % (max)", None), ("psi", "Pressure (avg10)", None),
+        ("saturated", "Saturated", None)])
+    disks = [d for d in result.get("disks", []) if d.get("read_bytes_per_s")
+             or d.get("write_bytes_per_s") or d.get("util_pct")]
+    out.table(disks, "Busy disks", [
+        ("name", "Disk", None), ("read_bytes_per_s", "Read B/s", None),
+        ("write_bytes_per_s", "Write B/s", None), ("util_pct", "Util %", None)],
+        "No disk activity.")
+    out.table(result.get("top_processes", []), "Top processes", [
+        ("pid", "PID", None), ("comm", "Command", None), ("cpu_pct", "CPU %", None),
+        ("rss_bytes", "RSS", "bytes")], "No processes.")

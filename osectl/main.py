@@ -10,7 +10,7 @@ import click
 from osectl.audit import audit
 from osectl.client import Client
 from osectl.context import Ctx
-from osectl.discover import discover, report, scan
+from osectl.discover import discover, profile, report, scan
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
 from osectl.render import Output
@@ -58,6 +58,7 @@ cli.add_command(snapshot)
 cli.add_command(discover)
 cli.add_command(scan)
 cli.add_command(report)
+cli.add_command(profile)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -364,6 +364,9 @@ def test_osectl_discover_scan_report(sandbox):  # type: ignore[no-untyped-def]
     diff = js("report", "diff", "latest~1", "latest")
     assert [c["path"] for c in diff["changes"]] == ["services.systemd_units[cli-added.service]"]
     assert "cli-added.service" in run("report", "diff", first["report"], "latest").stdout
+    prof = js("profile", "--seconds", "0.3", "--interval", "0.1")
+    assert prof["samples"] >= 3 and "saturated" in prof
+    assert run("profile", "--seconds", "0.2", "--interval", "0.1").returncode == 0
     md = js("scan", "--subset", "cloud", "--subset", "!min", "--cloud-metadata")
     assert md["cloud_metadata"]["reachable"] is False  # the Dell sandbox: nothing to ask
     bad = run("--json", "scan", "--subset", "nope")
