@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from osectl.context import Ctx, pass_ctx
-from osectl.errors import EXIT_FAILED
+from osectl.context import Ctx, follow_job, pass_ctx
 from osectl.render import Output
 from oseprovd.bus.names import IFACE_DISCOVERY, SERVICE_PATHS
 
@@ -282,17 +280,6 @@ def discover(ctx: Ctx, what: str) -> None:
         render_report(ctx.out, report)
 
 
-def _follow(ctx: Ctx, path: str, label: str) -> dict[str, Any]:
-    job_id = int(path.rsplit("/", 1)[1])
-    last = ctx.out.progress(ctx.client.watch_job(job_id), label)
-    if last.get("State") != "succeeded":
-        error = last.get("Error") or ["", ""]
-        ctx.out.message(f"{label} {last.get('State', 'failed')}: {error[1]}")
-        sys.exit(EXIT_FAILED)
-    result: dict[str, Any] = last.get("Result", {})
-    return result
-
-
 @click.command()
 @click.option("--quick", is_flag=True, help="Only the minimal set (cpu, memory, dmi, "
               "virtualization, os).")
@@ -323,7 +310,7 @@ def scan(ctx: Ctx, quick: bool, subsets: tuple[str, ...], timeout: float | None,
     if not wait:
         ctx.out.message(f"scan started: {path}", {"job": path})
         return
-    result = _follow(ctx, path, "scan")
+    result = follow_job(ctx, path, "scan")
     failed = result.get("failed", [])
     ctx.out.message(f"report {result.get('report')} stored: {len(result.get('collectors', []))} "
                     f"collectors in {float(result.get('duration_ms', 0)):.0f} ms"
@@ -414,7 +401,7 @@ def profile(ctx: Ctx, seconds: float, interval: float, top: int) -> None:
         raise click.UsageError("--interval must not be longer than --seconds")
     path = _call(ctx, "Profile", "a{sv}", {"seconds": float(seconds),
                                           "interval": float(interval), "top": int(top)})
-    result = _follow(ctx, path, f"profile ({seconds:g} s)")
+    result = follow_job(ctx, path, f"profile ({seconds:g} s)")
     if ctx.out.as_json:
         ctx.out.json(result)
         return

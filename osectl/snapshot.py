@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from osectl.context import Ctx, pass_ctx
+from osectl.context import Ctx, follow_job, pass_ctx
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from oseprovd.bus.names import IFACE_SNAPSHOTS, SERVICE_PATHS
 
@@ -28,18 +28,6 @@ SNAPSHOT_FIELDS = [("id", "ID", None), ("config", "Config", None), ("backend", "
 
 def _call(ctx: Ctx, member: str, signature: str = "", *body: Any) -> Any:
     return ctx.client.call(PATH, IFACE_SNAPSHOTS, member, signature, body)
-
-
-def _run_job(ctx: Ctx, path: str, label: str) -> dict[str, Any]:
-    """Follow a job to its end; its Result, or exit 1 if it did not succeed."""
-    job_id = int(path.rsplit("/", 1)[1])
-    last = ctx.out.progress(ctx.client.watch_job(job_id), label)
-    if last.get("State") != "succeeded":
-        error = last.get("Error") or ["", ""]
-        raise CliError(f"org.ose.Error.{error[0] or 'Failed'}",
-                       f"{label} {last.get('State', 'failed')}: {error[1]}", EXIT_FAILED)
-    result: dict[str, Any] = last.get("Result", {})
-    return result
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -127,7 +115,7 @@ def delete(ctx: Ctx, ids: tuple[str, ...], yes: bool) -> None:
 @pass_ctx
 def diff(ctx: Ctx, snapshot_id: str, other: str) -> None:
     """What changed from SNAPSHOT_ID to OTHER (a later snapshot; default: now)."""
-    result = _run_job(ctx, _call(ctx, "Diff", "ss", snapshot_id, other),
+    result = follow_job(ctx, _call(ctx, "Diff", "ss", snapshot_id, other),
                       f"diff {snapshot_id}")
     rows: list[dict[str, Any]] = []
     while True:
@@ -146,7 +134,7 @@ def diff(ctx: Ctx, snapshot_id: str, other: str) -> None:
 def undo(ctx: Ctx, snapshot_id: str, paths: tuple[str, ...]) -> None:
     """Make PATHS (relative to the config's tree; "." = all) what they were in
     SNAPSHOT_ID."""
-    result = _run_job(ctx, _call(ctx, "UndoChange", "saay", snapshot_id,
+    result = follow_job(ctx, _call(ctx, "UndoChange", "saay", snapshot_id,
                                  [os.fsencode(p) for p in paths]), f"undo from {snapshot_id}")
     ctx.out.message(f"restored {result.get('changed', 0)} entries from {snapshot_id}", result)
 
@@ -158,7 +146,7 @@ def undo(ctx: Ctx, snapshot_id: str, paths: tuple[str, ...]) -> None:
 def rollback(ctx: Ctx, snapshot_id: str, yes: bool) -> None:
     """Make the config's tree SNAPSHOT_ID (what is live now is kept as a snapshot)."""
     _confirm(yes, f"Roll back to {snapshot_id}?")
-    result = _run_job(ctx, _call(ctx, "Rollback", "s", snapshot_id),
+    result = follow_job(ctx, _call(ctx, "Rollback", "s", snapshot_id),
                       f"rollback to {snapshot_id}")
     text = f"rolled back to {snapshot_id}"
     if result.get("previous"):
@@ -173,7 +161,7 @@ def rollback(ctx: Ctx, snapshot_id: str, yes: bool) -> None:
 @pass_ctx
 def cleanup(ctx: Ctx, config: str) -> None:
     """Apply CONFIG's retention limits now."""
-    result = _run_job(ctx, _call(ctx, "Cleanup", "s", config), f"cleanup {config}")
+    result = follow_job(ctx, _call(ctx, "Cleanup", "s", config), f"cleanup {config}")
     deleted = list(result.get("deleted") or [])
     ctx.out.message(f"deleted {', '.join(deleted) or 'nothing'}; {result.get('kept', 0)} kept",
                     result)
