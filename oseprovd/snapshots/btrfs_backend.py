@@ -237,14 +237,7 @@ class BtrfsBackend:
         """Remove temp entries a killed undo left next to the paths it restored."""
         live = self._open_live(config)
         try:
-            dev = os.fstat(live).st_dev
-            for p in paths:
-                parent = treesync.walk_dir(live, split_rel(p)[:-1])
-                if parent is not None:
-                    try:
-                        treesync.remove_leftovers(parent, op, dev)
-                    finally:
-                        os.close(parent)
+            treesync.remove_undo_leftovers(live, op, paths)
         finally:
             os.close(live)
 

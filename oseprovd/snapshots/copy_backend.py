@@ -507,15 +507,7 @@ class CopyBackend:
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         live = self._open_live(config)
         try:
-            dev = os.fstat(live).st_dev
-            for p in paths:
-                parts = _parts(p)
-                parent = treesync.walk_dir(live, parts[:-1] if parts else ())
-                if parent is not None:
-                    try:
-                        treesync.remove_leftovers(parent, op, dev)
-                    finally:
-                        os.close(parent)
+            treesync.remove_undo_leftovers(live, op, paths)
         finally:
             os.close(live)
 
