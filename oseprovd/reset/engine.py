@@ -57,7 +57,7 @@ from oseprovd.reset.models import (
     Totals,
 )
 from oseprovd.reset.packages import STATE_PATHS, PackageTool, package_paths
-from oseprovd.reset.planstore import PlanStore, Row
+from oseprovd.reset.planstore import PlanStore, Row, dumps
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
 from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, scan
@@ -964,7 +964,7 @@ class _Tally:
 
 
 def _header(selection: Selection, analysis: AnalyzeResult) -> bytes:
-    return (selection.model_dump_json() + "\n" + analysis.model_dump_json() + "\n").encode()
+    return (dumps(selection) + "\n" + dumps(analysis) + "\n").encode()
 
 
 def selection_packages(selection: Selection) -> bool:

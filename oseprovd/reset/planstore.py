@@ -8,6 +8,7 @@ execution, never one giant model.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -15,6 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+from pydantic import BaseModel
 
 from oseprovd.reset.models import ExecuteResult, ExecutionRecord, ExecutionState, Plan
 from oseprovd.reset.scan import Item
@@ -49,6 +52,12 @@ Row = tuple[int, bytes, str, int, int, int, int, int, int, int, str, str, str, i
 class AnchorRow(Protocol):
     rel: str
     rule: str
+
+
+def dumps(model: BaseModel) -> str:
+    """JSON that keeps names which aren't UTF-8 (surrogate escapes, as os.fsdecode
+    makes them): pydantic's own JSON refuses them, json.dumps escapes them."""
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True)
 
 
 def _row_digest_bytes(row: Row) -> bytes:
@@ -118,18 +127,18 @@ class PlanStore:
         with self.lock:
             self.conn.execute("INSERT INTO reset_plans VALUES (?, ?, ?, ?)",
                               (plan.id, plan.digest, plan.created.isoformat(),
-                               plan.model_dump_json()))
+                               dumps(plan)))
 
     def get_plan(self, plan_id: str) -> Plan | None:
         with self.lock:
             row = self.conn.execute("SELECT plan FROM reset_plans WHERE id = ?",
                                     (plan_id,)).fetchone()
-        return None if row is None else Plan.model_validate_json(row[0])
+        return None if row is None else Plan.model_validate(json.loads(row[0]))
 
     def list_plans(self) -> list[Plan]:
         with self.lock:
             rows = self.conn.execute("SELECT plan FROM reset_plans ORDER BY created").fetchall()
-        return [Plan.model_validate_json(r[0]) for r in rows]
+        return [Plan.model_validate(json.loads(r[0])) for r in rows]
 
     def delete_plan(self, plan_id: str) -> None:
         with self.lock:
@@ -186,7 +195,7 @@ class PlanStore:
         args: list[object] = []
         for col, val in (("state", state), ("snapshot", snapshot),
                          ("finished", finished.isoformat() if finished else None),
-                         ("result", result.model_dump_json() if result else None)):
+                         ("result", dumps(result) if result else None)):
             if val is not None:
                 sets.append(f"{col} = ?")
                 args.append(val)
@@ -203,7 +212,7 @@ class PlanStore:
             finished=datetime.fromisoformat(str(r[5])) if r[5] else None,
             snapshot=str(r[6]) if r[6] else None,
             job_id=int(str(r[7])) if r[7] is not None else None,
-            result=ExecuteResult.model_validate_json(str(r[8])) if r[8] else None)
+            result=ExecuteResult.model_validate(json.loads(str(r[8]))) if r[8] else None)
 
     def add_saved(self, exec_id: str, paths: Iterable[str]) -> None:
         """Extra paths saved in an execution's rollback point (package files)."""

@@ -191,3 +191,41 @@ def test_cancel_between_batches_leaves_a_resumable_execution(tmp_path: Path) -> 
     assert all_paths(rig.root) == before_paths - rig.tree.light_removes
     rig.engine.rollback(ex.id, rig.journal)
     assert treemanifest.differences(before, _manifest(rig.root)) == []
+
+
+def test_odd_names_are_planned_removed_and_restored(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    cache = os.fsencode(rig.root / "home/alice/.cache")
+    odd = [b"latin1-\xe9\xff", b"new\nline", b" lead space", b"-rf", b"*", b"..."]
+    for name in odd:
+        with open(cache + b"/" + name, "wb") as f:
+            f.write(b"x")
+        os.chown(cache + b"/" + name, 1000, 1000)
+    os.mkdir(cache + b"/dir-\xfe")
+    before = _stable_manifest(rig.root)
+    plan = rig.engine.preview(LIGHT)
+    paths = {os.fsencode(i.path) for i in rig.engine.plan_items(plan.id, 0, 10000)}
+    for name in [*odd, b"dir-\xfe"]:
+        assert b"home/alice/.cache/" + name in paths
+    r = rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal)
+    assert r.skipped_count == 0, r.skipped
+    assert os.listdir(cache) == [b"pip"]
+    rig.engine.rollback(r.execution, rig.journal)
+    assert treemanifest.differences(before, _manifest(rig.root)) == []
+
+
+def test_odd_names_in_reports_survive_the_store(tmp_path: Path) -> None:
+    """A skipped non-UTF-8 path and a symlinked non-UTF-8 rule tree end up in the
+    stored result and plan notes (pydantic's JSON would refuse them)."""
+    rig = make_rig(tmp_path)
+    odd = os.fsencode(rig.root / "var/tmp") + b"/odd-\xff"
+    with open(odd, "wb") as f:
+        f.write(b"x")
+    plan = rig.engine.preview(LIGHT)
+    with open(odd, "ab") as f:
+        f.write(b"changed")
+    r = rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal)
+    assert [os.fsencode(s.path) for s in r.skipped] == [b"var/tmp/odd-\xff"]
+    stored = rig.engine.get_execution(r.execution).result
+    assert stored == r
+    assert rig.engine.get_plan(plan.id) == plan

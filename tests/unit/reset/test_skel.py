@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from oseprovd.errors import NotApplicable
 from oseprovd.reset.models import ExecuteOptions, Selection
 from tests.harness import treemanifest
 from tests.unit.reset.livedin import all_paths, make_rig, warm_atimes
@@ -50,12 +51,24 @@ def test_medium_resets_dotfiles_to_skel_and_rolls_back(tmp_path: Path) -> None:
     assert diff == [], "\n".join(diff)
 
 
+def test_nuclear_without_baseline_removes_every_person(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    plan = rig.engine.preview(Selection(profile="nuclear", exclude_packages=("*",)))
+    assert plan.analysis.users_removed == ("alice", "bob")
+    assert plan.analysis.skel_trees == ()
+    assert any("no baseline" in n for n in plan.analysis.notes)
+    with pytest.raises(NotApplicable):  # no account tool in this engine
+        rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal)
+
+
 def test_nuclear_empties_homes_to_skel(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     root = rig.root
+    rig.engine.capture_baseline()  # alice and bob are "factory": homes emptied, kept
     before = _m(root)
     before_paths = all_paths(root)
     plan = rig.engine.preview(Selection(profile="nuclear", exclude_packages=("*",)))
+    assert plan.analysis.users_removed == ()
     items = {i.path for i in rig.engine.plan_items(plan.id, 0, 10000)}
     assert "home/alice/Documents/notes.txt" in items and plan.highest_risk == "destructive"
     r = rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal)
