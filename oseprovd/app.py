@@ -9,7 +9,6 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
@@ -33,27 +32,24 @@ from oseprovd.bus.names import (
     SERVICE_PATHS,
 )
 from oseprovd.bus.namewatch import NameWatch
+from oseprovd.bus.reset import ResetInterface
 from oseprovd.bus.snapshots import SnapshotsInterface
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
 from oseprovd.config import Settings
 from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
 from oseprovd.discovery.registry import CollectorSpec
-from oseprovd.errors import OseError
+from oseprovd.engines import reset_engine, snapshot_engine
 from oseprovd.jobs import JobManager
 from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
 from oseprovd.notify import notify, watchdog_interval, watchdog_loop
-from oseprovd.snapshots import config as snapshot_config
-from oseprovd.snapshots.backend import SnapshotBackend
 from oseprovd.snapshots.engine import SnapshotEngine
-from oseprovd.snapshots.journal import FileJournal as SnapshotJournal
-from oseprovd.snapshots.models import SnapshotConfig
 from oseprovd.snapshots.timer import retention_timer
 from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
 from oseprovd.store.reports import ReportRepository
-from oseprovd.store.snapshots import DiffPages, StoreSnapshotRepository
+from oseprovd.store.snapshots import DiffPages
 from oseprovd.system.memory import limit_malloc_arenas
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
@@ -178,61 +174,31 @@ def build_discovery(s: Settings, ctx: BusContext, jobs: JobManager,
     return iface
 
 
-def snapshot_configs(s: Settings) -> dict[str, SnapshotConfig]:
-    """<root>/etc/ose/snapshots.d/*.toml (paths in them are inside the target root), or
-    the default found from the mounts: the root filesystem by btrfs when `/` is btrfs
-    (only for the real root: a sandbox root never touches the host's default
-    subvolume), else by the copy store under the state dir."""
-    etc = s.root / "etc/ose/snapshots.d"
-    try:
-        configs = snapshot_config.load_configs(etc)
-    except OseError as exc:
-        log.error("snapshots: %s; no snapshot configs until it is fixed", exc)
-        return {}
-    if configs:
-        return {n: snapshot_config.under_root(c, s.root) for n, c in configs.items()}
-    mountinfo = ""
-    if s.root == Path("/"):
-        try:
-            mountinfo = (s.proc_root / "self/mountinfo").read_text()
-        except OSError as exc:
-            log.warning("snapshots: cannot read the mounts (%s); using the copy store", exc)
-    defaults = snapshot_config.default_configs(mountinfo, s.state_dir)
-    return {n: snapshot_config.under_root(c, s.root, rebase_snapshot_dir=False)
-            for n, c in defaults.items()}
-
-
-def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
-    """The snapshot engine, recovered: a rollback or undo that a killed daemon left is
-    finished or reverted before anything else may change the system. Other engines that
-    change the system get this object (`pre_post` around their changes)."""
-    from oseprovd.snapshots.btrfs_backend import BtrfsBackend
-    from oseprovd.snapshots.copy_backend import CopyBackend
-    from oseprovd.snapshots.lvm_backend import LvmBackend
-
-    backends: dict[str, SnapshotBackend] = {
-        "btrfs": BtrfsBackend(s.proc_root), "copy": CopyBackend(), "lvm": LvmBackend()}
-    journal = SnapshotJournal(s.state_dir / "snapshots.journal")
-    engine = SnapshotEngine(snapshot_configs(s), StoreSnapshotRepository(store), backends,
-                            journal)
-    entries = journal.entries()
-    if entries:
-        for outcome in engine.recover(entries):
-            log.warning("snapshots: %s left by a stopped daemon: %s%s", outcome.action,
-                        outcome.outcome, f" ({outcome.message})" if outcome.message else "",
-                        extra={"OSE_SNAPSHOT_OP": outcome.op})
-        if not SnapshotEngine.pending(journal.entries()):
-            journal.clear()
-    names = ", ".join(f"{c.name} ({c.backend}, {c.path})" for c in engine.list_configs())
-    log.info("snapshots: configs %s", names or "none")
-    return engine
-
-
 def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
                     store: Store) -> SnapshotsInterface:
     iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store))
     iface.attach(asyncio.get_running_loop())
     return iface
+
+
+def build_reset(s: Settings, snapshots: SnapshotEngine, ctx: BusContext,
+                jobs: JobManager) -> ResetInterface:
+    """The Reset1 object over the reset engine, which gets the one snapshot engine for
+    its rollback points. Executions a killed daemon left are marked interrupted first:
+    they wait for `osectl reset resume|rollback` (or `osectl recovery`)."""
+    engine = reset_engine(s, snapshots)
+    for record in engine.interrupted():
+        log.warning("reset: execution %s of plan %s was interrupted; resume or roll it "
+                    "back (osectl reset resume|rollback %s)", record.id, record.plan,
+                    record.id, extra={"OSE_RESET_EXECUTION": record.id})
+    return ResetInterface(ctx, engine, jobs)
+
+
+async def _stop_work(jobs: JobManager, reset: ResetInterface) -> None:
+    """Running jobs reach a checkpoint (a reset execution stops between batches and is
+    recorded interrupted), then the reset engine's walker processes end."""
+    await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+    reset.close()
 
 
 class StartupError(Exception):
@@ -300,7 +266,8 @@ class Daemon:
         discovery = build_discovery(s, ctx, jobs, store)
         tuning = build_tuning(s, ctx, jobs, names, bus, discovery=discovery.cache)
         services: list[ServiceInterface] = [
-            discovery, tuning, build_snapshots(snapshots, ctx, jobs, store)]
+            discovery, tuning, build_snapshots(snapshots, ctx, jobs, store),
+            reset := build_reset(s, snapshots, ctx, jobs)]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -339,7 +306,7 @@ class Daemon:
         stop.cancel()
         if disconnected.done():
             log.error("lost the connection to the bus")
-            await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+            await _stop_work(jobs, reset)
             return 1
         disconnected.cancel()
 
@@ -349,7 +316,7 @@ class Daemon:
         for task in (watchdog, timer, discovery.hotplug):
             if task is not None:
                 task.cancel()
-        await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+        await _stop_work(jobs, reset)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
         log.info("stopped in %.2f s", time.monotonic() - started)

@@ -46,6 +46,12 @@ class Action:
     SNAPSHOTS_ROLLBACK = "org.ose.snapshots.rollback"
     DISCOVERY_AUDIT = "org.ose.discovery.audit"
     DISCOVERY_READ_SENSITIVE = "org.ose.discovery.read-sensitive"
+    RESET_BASELINE = "org.ose.reset.baseline"
+    RESET_PREVIEW = "org.ose.reset.preview"
+    RESET_CLEAN = "org.ose.reset.clean"
+    RESET_SYSTEM = "org.ose.reset.system"
+    RESET_USERDATA = "org.ose.reset.userdata"
+    RESET_ROLLBACK = "org.ose.reset.rollback"
 
 
 # Actions the shipped policy file must declare (a test compares the two).
@@ -54,6 +60,8 @@ SHIPPED_ACTIONS = (
     Action.TUNING_HOLD, Action.TUNING_BENCHMARK, Action.SNAPSHOTS_CREATE,
     Action.SNAPSHOTS_DIFF, Action.SNAPSHOTS_DELETE, Action.SNAPSHOTS_UNDO,
     Action.SNAPSHOTS_ROLLBACK, Action.DISCOVERY_AUDIT, Action.DISCOVERY_READ_SENSITIVE,
+    Action.RESET_BASELINE, Action.RESET_PREVIEW, Action.RESET_CLEAN, Action.RESET_SYSTEM,
+    Action.RESET_USERDATA, Action.RESET_ROLLBACK,
 )
 
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"

@@ -50,8 +50,8 @@ async def live(address: str, path: str, name: str) -> dict[str, object]:
 
 def test_every_shipped_interface_has_a_contract_file():
     assert sorted(p.stem for p in INTERFACES.glob("*.xml")) == [
-        "org.ose.Discovery1", "org.ose.Job1", "org.ose.Manager1", "org.ose.Snapshots1",
-        "org.ose.Tuning1"]
+        "org.ose.Discovery1", "org.ose.Job1", "org.ose.Manager1", "org.ose.Reset1",
+        "org.ose.Snapshots1", "org.ose.Tuning1"]
 
 
 def test_live_introspection_matches_the_xml(ose_daemon):
@@ -70,7 +70,8 @@ def test_live_introspection_matches_the_xml(ose_daemon):
     for path, name in (("/org/ose/Provisioning1", "org.ose.Manager1"), (job, "org.ose.Job1"),
                        ("/org/ose/Provisioning1/Tuning", "org.ose.Tuning1"),
                        ("/org/ose/Provisioning1/Snapshots", "org.ose.Snapshots1"),
-                       ("/org/ose/Provisioning1/Discovery", "org.ose.Discovery1")):
+                       ("/org/ose/Provisioning1/Discovery", "org.ose.Discovery1"),
+                       ("/org/ose/Provisioning1/Reset", "org.ose.Reset1")):
         assert asyncio.run(live(d.bus_address, path, name)) == contract(name), name
 
 
@@ -81,6 +82,7 @@ def test_every_exported_method_declares_a_policy():
     from oseprovd.bus.guard import check_declarations
     from oseprovd.bus.job import JobInterface
     from oseprovd.bus.manager import ManagerInterface
+    from oseprovd.bus.reset import ResetInterface
     from oseprovd.bus.snapshots import SnapshotsInterface
     from oseprovd.bus.tuning import TuningInterface
     from oseprovd.discovery import DiscoveryCache, DiscoveryEngine
@@ -96,6 +98,7 @@ def test_every_exported_method_declares_a_policy():
         "org.ose.Job1": JobInterface(None, None, job),  # type: ignore[arg-type]
         "org.ose.Tuning1": TuningInterface(None, None, None, None, Names(), None),  # type: ignore[arg-type]
         "org.ose.Snapshots1": SnapshotsInterface(None, None, None, None),  # type: ignore[arg-type]
+        "org.ose.Reset1": ResetInterface(None, None, None),  # type: ignore[arg-type]
         "org.ose.Discovery1": DiscoveryInterface(
             None, DiscoveryCache(DiscoveryEngine()), None, None),  # type: ignore[arg-type]
     }
