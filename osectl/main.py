@@ -13,7 +13,9 @@ from osectl.context import Ctx
 from osectl.discover import discover, profile, report, scan
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
+from osectl.recovery import recovery
 from osectl.render import Output
+from osectl.reset import reset
 from osectl.snapshot import snapshot
 from osectl.status import status
 from osectl.tune import tune
@@ -59,6 +61,8 @@ cli.add_command(discover)
 cli.add_command(scan)
 cli.add_command(report)
 cli.add_command(profile)
+cli.add_command(reset)
+cli.add_command(recovery)
 
 
 def main(argv: list[str] | None = None) -> None:
