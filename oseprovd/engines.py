@@ -49,6 +49,10 @@ def snapshot_configs(s: Settings) -> dict[str, SnapshotConfig]:
         except OSError as exc:
             log.warning("snapshots: cannot read the mounts (%s); using the copy store", exc)
     defaults = snapshot_config.default_configs(mountinfo, s.state_dir)
+    for c in defaults.values():
+        if c.backend == "copy" and c.snapshot_dir.parent.parent == s.state_dir:
+            # <state>/snapshots: the backend makes only the last component (0700)
+            c.snapshot_dir.parent.mkdir(mode=0o700, exist_ok=True)
     return {n: snapshot_config.under_root(c, s.root, rebase_snapshot_dir=False)
             for n, c in defaults.items()}
 
