@@ -264,6 +264,10 @@ def test_osectl_reset_json(rig: Rig) -> None:
     back = last_json(osectl(addr, "--json", "reset", "rollback", done["execution"], "--yes"))
     assert back["execution"] == done["execution"]
     assert all(os.path.lexists(root / p) for p in logs)
+    captured = last_json(osectl(addr, "--json", "reset", "baseline", "--capture"))
+    users = [line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()]
+    assert captured["source"] == "captured" and captured["users"] == len(users)
+    assert last_json(osectl(addr, "--json", "reset", "baseline"))["source"] == "captured"
 
 
 def recovery(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:
@@ -281,25 +285,9 @@ BIG = 12000
 
 def test_recovery_rolls_back_an_execution_killed_mid_way_without_the_daemon(rig: Rig) -> None:
     addr, root = rig.address, rig.root
-    big = root / "home/alice/.cache/big"
-    big.mkdir()
-    for i in range(BIG):
-        (big / f"f{i:05d}").write_bytes(b"x")
-    os.chown(big, 1000, 1000)
+    big = plant_big(root)
     before = manifest(root)
-    plan = run_job(addr, rcall(addr, "Preview", "a{sv}", {
-        "profile": Variant("s", "light"),
-        "include_paths": Variant("as", ["home/alice/.cache/big"])}))
-    assert plan["item_count"] == BIG + 1
-    rcall(addr, "Execute", "ssa{sv}", plan["id"], plan["digest"], {})
-    # Kill -9 once removals have started (the rollback point is complete by then).
-    deadline = time.monotonic() + 60
-    while len(os.listdir(big)) == BIG:
-        assert time.monotonic() < deadline, "removals never started"
-        time.sleep(0.005)
-    rig.daemon.kill()
-    left = len(os.listdir(big)) if big.exists() else 0
-    assert left > 0, "the execution finished before the kill; make BIG larger"
+    kill_during_removals(rig, big)
 
     # While a daemon runs on the state dir, recovery refuses (checked with a live one
     # below); now none does.
@@ -316,3 +304,48 @@ def test_recovery_rolls_back_an_execution_killed_mid_way_without_the_daemon(rig:
     assert got["state"] == "rolled_back"
     busy = recovery(rig, "list")
     assert busy.returncode == 2 and "is running" in busy.stdout
+
+
+def plant_big(root: Path, n: int = BIG) -> Path:
+    big = root / "home/alice/.cache/big"
+    big.mkdir()
+    for i in range(n):
+        (big / f"f{i:05d}").write_bytes(b"x")
+    os.chown(big, 1000, 1000)
+    return big
+
+
+def kill_during_removals(rig: Rig, big: Path) -> dict[str, Any]:
+    """Preview the big tree, Execute, kill -9 the daemon once removals started."""
+    addr = rig.address
+    plan = run_job(addr, rcall(addr, "Preview", "a{sv}", {
+        "profile": Variant("s", "light"),
+        "include_paths": Variant("as", ["home/alice/.cache/big"])}))
+    n = len(os.listdir(big))
+    assert plan["item_count"] == n + 1
+    rcall(addr, "Execute", "ssa{sv}", plan["id"], plan["digest"], {})
+    deadline = time.monotonic() + 60
+    while len(os.listdir(big)) == n:
+        assert time.monotonic() < deadline, "removals never started"
+        time.sleep(0.005)
+    rig.daemon.kill()
+    assert big.exists() and os.listdir(big), "finished before the kill; plant more files"
+    return plan
+
+
+def test_resume_through_the_daemon_after_a_kill(rig: Rig) -> None:
+    addr, root = rig.address, rig.root
+    big = plant_big(root)
+    before = manifest(root)
+    kill_during_removals(rig, big)
+    rig.daemon.start()
+    (ex,) = unwrap(rcall(addr, "ListExecutions"))
+    assert ex["state"] == "interrupted"
+    assert f"execution {ex['id']}" in rig.daemon.log_text() and "interrupted" in \
+        rig.daemon.log_text()
+    done = run_job(addr, rcall(addr, "Resume", "s", ex["id"]))
+    assert done["execution"] == ex["id"] and done["skipped_count"] == 0
+    assert not big.exists()  # the rest removed, the directory item last
+    assert unwrap(rcall(addr, "GetExecution", "s", ex["id"]))["state"] == "done"
+    run_job(addr, rcall(addr, "Rollback", "s", ex["id"]))
+    assert treemanifest.differences(before, manifest(root)) == []
