@@ -229,3 +229,31 @@ def test_odd_names_in_reports_survive_the_store(tmp_path: Path) -> None:
     stored = rig.engine.get_execution(r.execution).result
     assert stored == r
     assert rig.engine.get_plan(plan.id) == plan
+
+
+def test_a_second_change_while_one_runs_is_busy(tmp_path: Path) -> None:
+    import threading
+
+    from oseprovd.errors import Busy
+
+    inside, release = threading.Event(), threading.Event()
+
+    def hook(_rel: str) -> None:
+        inside.set()
+        release.wait(10)
+
+    rig = make_rig(tmp_path, before_remove=hook)
+    plan = rig.engine.preview(LIGHT)
+    t = threading.Thread(target=rig.engine.execute,
+                         args=(plan.id, plan.digest, ExecuteOptions(), rig.journal))
+    t.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(Busy):
+            rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal)
+        with pytest.raises(Busy):
+            rig.engine.rollback(rig.engine.list_executions()[0].id, rig.journal)
+    finally:
+        release.set()
+        t.join()
+    assert len(rig.engine.list_executions()) == 1
