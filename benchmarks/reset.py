@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--keep", type=Path, default=None,
                     help="build (or reuse) the tree here instead of a temp dir")
+    ap.add_argument("--execute", action="store_true",
+                    help="also time Execute + Rollback (copy store) on a copy of the tree")
     args = ap.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="ose-bench-reset-"))
     root = base / "root"
@@ -108,8 +110,56 @@ def main() -> None:
         print(f"| {what} | {statistics.median(ts):.3f} | {statistics.median(ratios):.2f} |")
     print(f"| Preview light (items stored + hashed), 2 processes | {t_pv:.3f} | "
           f"{t_pv / statistics.median(times['du -s']):.2f} |")
+    if args.execute:
+        execute_rollback(base, root, sel)
     if args.keep is None:
         shutil.rmtree(base)
+
+
+def execute_rollback(base: Path, root: Path, sel: Selection) -> None:
+    """Preview, Execute and Rollback with the copy store, on a scratch copy."""
+    import sqlite3
+
+    from oseprovd.reset.models import ExecuteOptions
+    from oseprovd.snapshots.copy_backend import CopyBackend
+    from oseprovd.snapshots.engine import SnapshotEngine
+    from oseprovd.snapshots.journal import FileJournal
+    from oseprovd.snapshots.models import SnapshotConfig
+    from oseprovd.snapshots.repository import SqliteSnapshotRepository, ensure_schema
+
+    scratch = base / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    subprocess.run(["cp", "-a", "--", str(root), str(scratch / "root")], check=True)
+    sroot = scratch / "root"
+    conn = sqlite3.connect(scratch / "snap.db", isolation_level=None,
+                           check_same_thread=False)
+    ensure_schema(conn)
+    cfg = SnapshotConfig(name="root", backend="copy", path=sroot,
+                         snapshot_dir=scratch / "store")
+    snaps = SnapshotEngine({"root": cfg}, SqliteSnapshotRepository(conn),
+                           {"copy": CopyBackend()}, FileJournal(scratch / "snap.jsonl"))
+    (scratch / "state").mkdir()
+    engine = ResetEngine(TargetRoot(sroot), PlanStore(scratch / "state/reset.db"),
+                         FileBaselineRepository(scratch / "state"), snaps, workers=2,
+                         state_dir=scratch / "state")
+    journal = FileJournal(scratch / "reset.jsonl")
+    try:
+        t = time.perf_counter()
+        plan = engine.preview(sel)
+        t_pv = time.perf_counter() - t
+        t = time.perf_counter()
+        r = engine.execute(plan.id, plan.digest, ExecuteOptions(), journal)
+        t_ex = time.perf_counter() - t
+        t = time.perf_counter()
+        engine.rollback(r.execution, journal)
+        t_rb = time.perf_counter() - t
+    finally:
+        engine.close()
+    print(f"\nExecute/Rollback of {plan.item_count} items (copy store, same fs):")
+    print(f"| preview {t_pv:.2f} s | execute {t_ex:.2f} s (removed {r.removed}) | "
+          f"rollback {t_rb:.2f} s |")
+    shutil.rmtree(scratch)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,14 @@ class Ownership:
 
     @classmethod
     def load(cls, root: TargetRoot, prefixes: Iterable[str] = ("",)) -> Ownership:
-        wanted = tuple(p.strip("/") for p in prefixes)
+        wanted = {os.fsencode(p.strip("/")) for p in prefixes}
+        everything = b"" in wanted
+        ancestors = {b"/".join(w.split(b"/")[:i]) for w in wanted
+                     for i in range(1, w.count(b"/") + 1)}
+        # a cheap first test on the first two components (most listed paths are
+        # under /usr/share and fail it), then the exact prefix test
+        heads = {b"/".join(w.split(b"/")[:2]) for w in wanted}
+        firsts = {w for w in wanted if b"/" not in w}
         owners: dict[str, list[str]] = {}
         try:
             fd = root.open_dir(INFO_DIR)
@@ -61,12 +68,18 @@ class Ownership:
             except (FileNotFoundError, OSError):
                 continue
             for raw in data.split(b"\n"):
-                path = raw.decode("utf-8", "surrogateescape").strip("/")
-                if not path or path == ".":
+                path = raw.strip(b"/")
+                if not path or path == b".":
                     continue
-                if any(p in ("", path) or path.startswith(p + "/")
-                       or p.startswith(path + "/") for p in wanted):
-                    owners.setdefault(path, []).append(package)
+                if not (everything or path in wanted or path in ancestors):
+                    i = path.find(b"/")
+                    j = path.find(b"/", i + 1) if i >= 0 else -1
+                    head = path[:j] if j >= 0 else path
+                    if head not in heads and (i < 0 or path[:i] not in firsts):
+                        continue
+                    if not any(path.startswith(w + b"/") for w in wanted):
+                        continue
+                owners.setdefault(os.fsdecode(path), []).append(package)
         return cls({k: tuple(v) for k, v in owners.items()})
 
     def owner(self, rel: str) -> tuple[str, ...]:

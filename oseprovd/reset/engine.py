@@ -16,12 +16,14 @@ Every step is idempotent or checkable, so `resume` runs it again to its end and
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oseprovd.discovery.fsread import MountTable
-from oseprovd.errors import Cancelled, InvalidArguments, NotApplicable, OseError
+from oseprovd.errors import Busy, Cancelled, InvalidArguments, NotApplicable, OseError
 from oseprovd.reset import baseline as baseline_mod
 from oseprovd.reset import dpkgdb
 from oseprovd.reset.accounts import USER_NAME, AccountTool, user_paths
@@ -141,6 +143,9 @@ class ResetEngine:
         self.before_remove = before_remove
         self.packages = packages
         self.accounts = accounts
+        # one change at a time (the bus layer's exclusive jobs say so too; this holds
+        # for osectl recovery and tests that call the engine directly)
+        self._changing = threading.RLock()
         self._pool: Executor | None = None
 
     def close(self) -> None:
@@ -553,6 +558,15 @@ class ResetEngine:
                 journal: Journal, *, job_id: int | None = None,
                 progress: Progress | None = None,
                 check_cancelled: Callable[[], None] | None = None) -> ExecuteResult:
+        """Remove exactly the plan's items behind a rollback point (see the module
+        doc for the steps); `dry_run` checks everything and changes nothing."""
+        with self._exclusive():
+            return self._execute(plan_id, digest, options, journal, job_id, progress,
+                                 check_cancelled)
+
+    def _execute(self, plan_id: str, digest: str, options: ExecuteOptions,
+                 journal: Journal, job_id: int | None, progress: Progress | None,
+                 check_cancelled: Callable[[], None] | None) -> ExecuteResult:
         plan = self.get_plan(plan_id)
         if not secrets.compare_digest(plan.digest, str(digest)):
             raise DigestMismatch(f"the digest does not match plan {plan_id}: preview again "
@@ -583,7 +597,8 @@ class ResetEngine:
         """A run that stops early (cancelled, an error) is recorded as interrupted or
         failed, never left `running`: it can be resumed or rolled back."""
         try:
-            return body()
+            with self._exclusive():
+                return body()
         except BaseException as exc:
             if not dry_run:
                 state: ExecutionState = ("interrupted" if isinstance(exc, Cancelled)
@@ -758,6 +773,15 @@ class ResetEngine:
                 out.append(p)
         return out
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._changing.acquire(blocking=False):
+            raise Busy("another reset execution or rollback is running in this process")
+        try:
+            yield
+        finally:
+            self._changing.release()
+
     def _save_aux(self, exec_id: str, snapshot: str, paths: Sequence[str],
                   created: bool) -> None:
         """Save (and record, for a btrfs undo) what a step changes besides the
@@ -823,6 +847,12 @@ class ResetEngine:
             raise NotApplicable(f"execution {exec_id} was rolled back already")
         if self.snapshots is None:
             raise NotApplicable("no snapshot engine to roll back with")
+        with self._exclusive():
+            return self._rollback(record, exec_id, journal)
+
+    def _rollback(self, record: ExecutionRecord, exec_id: str,
+                  journal: Journal) -> ResetRollbackResult:
+        assert self.snapshots is not None
         snapshot = record.snapshot
         journal.record("reset.rollback.begin", {"op": exec_id, "snapshot": snapshot})
         self.store.update_execution(exec_id, state="rolling_back")

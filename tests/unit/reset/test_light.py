@@ -69,13 +69,18 @@ def test_analyze_matches_preview_and_parallel_matches_serial(tmp_path: Path) -> 
     assert a.totals == plan.analysis.totals
     par = make_rig(tmp_path / "p", workers=2, build_tree=False, root=rig.root)
     try:
-        plan2 = par.engine.preview(LIGHT)
+        for sel in (LIGHT, Selection(profile="medium", exclude_packages=("*",)),
+                    Selection(profile="nuclear", exclude_packages=("*",)),
+                    Selection(profile="light", users=("bob",))):
+            one = rig.engine.preview(sel)
+            two = par.engine.preview(sel)
+            assert [(i.path, i.cls, i.risk, i.rule) for i in
+                    par.engine.plan_items(two.id, 0, 10000)] == \
+                [(i.path, i.cls, i.risk, i.rule) for i in
+                 rig.engine.plan_items(one.id, 0, 10000)], sel
+            assert two.analysis == one.analysis
     finally:
         par.engine.close()
-    assert plan2.digest != plan.digest or plan2.id != plan.id
-    assert [i.path for i in par.engine.plan_items(plan2.id, 0, 10000)] == \
-        [i.path for i in rig.engine.plan_items(plan.id, 0, 10000)]
-    assert plan2.analysis.totals == plan.analysis.totals
 
 
 def test_execute_removes_exactly_the_plan_and_rollback_restores_everything(
@@ -229,3 +234,31 @@ def test_odd_names_in_reports_survive_the_store(tmp_path: Path) -> None:
     stored = rig.engine.get_execution(r.execution).result
     assert stored == r
     assert rig.engine.get_plan(plan.id) == plan
+
+
+def test_a_second_change_while_one_runs_is_busy(tmp_path: Path) -> None:
+    import threading
+
+    from oseprovd.errors import Busy
+
+    inside, release = threading.Event(), threading.Event()
+
+    def hook(_rel: str) -> None:
+        inside.set()
+        release.wait(10)
+
+    rig = make_rig(tmp_path, before_remove=hook)
+    plan = rig.engine.preview(LIGHT)
+    t = threading.Thread(target=rig.engine.execute,
+                         args=(plan.id, plan.digest, ExecuteOptions(), rig.journal))
+    t.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(Busy):
+            rig.engine.execute(plan.id, plan.digest, ExecuteOptions(), rig.journal)
+        with pytest.raises(Busy):
+            rig.engine.rollback(rig.engine.list_executions()[0].id, rig.journal)
+    finally:
+        release.set()
+        t.join()
+    assert len(rig.engine.list_executions()) == 1

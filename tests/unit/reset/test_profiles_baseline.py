@@ -156,3 +156,25 @@ def test_ids_are_checked_before_any_lookup(s: str) -> None:
     else:
         with pytest.raises(InvalidArguments):
             check_execution_id(s)
+
+
+def test_ownership_index_matches_dpkg_query_on_this_machine() -> None:
+    """The filtered index (what a scan loads) against `dpkg-query -S` (ground truth)
+    on the host's own dpkg database (read only)."""
+    prefixes = ["var/cache/apt", "var/log", "usr/local", "tmp", "opt"]
+    own = dpkgdb.Ownership.load(TargetRoot("/"), prefixes)
+    assert own.owners, "this machine's dpkg lists nothing under the prefixes?"
+    sample = sorted(own.owners)[:25]
+    out = subprocess.run(["dpkg-query", "-S", "--", *[f"/{p}" for p in sample]],
+                         capture_output=True, text=True, check=False).stdout
+    truth: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        pkgs, _, path = line.partition(": ")
+        truth.setdefault(path.strip("/"), set()).update(
+            p.strip().split(":")[0] for p in pkgs.split(","))
+    for p in sample:
+        assert set(own.owner(p)) == truth.get(p, set()), p
+    everything = dpkgdb.Ownership.load(TargetRoot("/"))
+    assert {k for k in everything.owners if any(
+        k == w or k.startswith(w + "/") or w.startswith(k + "/") for w in prefixes)} == \
+        set(own.owners)
