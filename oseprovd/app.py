@@ -185,7 +185,7 @@ def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
         "btrfs": BtrfsBackend(s.proc_root), "copy": CopyBackend(), "lvm": LvmBackend()}
     journal = SnapshotJournal(s.state_dir / "snapshots.journal")
     engine = SnapshotEngine(snapshot_configs(s), StoreSnapshotRepository(store), backends,
-                            journal)
+                            journal, mounts_dir=s.state_dir / "mounts", proc=s.proc_root)
     entries = journal.entries()
     if entries:
         for outcome in engine.recover(entries):
@@ -199,10 +199,13 @@ def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
     return engine
 
 
-def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
-                    store: Store) -> SnapshotsInterface:
-    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store))
+async def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
+                          store: Store, names: NameWatch) -> SnapshotsInterface:
+    """Snapshots1; browse mounts a killed daemon left (outside a private mount
+    namespace) are taken away first."""
+    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store), names)
     iface.attach(asyncio.get_running_loop())
+    await _release_mounts(iface)
     return iface
 
 
@@ -269,8 +272,8 @@ class Daemon:
         # get it in their constructors.
         snapshots = self.snapshots = snapshot_engine(s, store)
         tuning = build_tuning(s, ctx, jobs, names, bus)
-        services: list[ServiceInterface] = [
-            tuning, build_snapshots(snapshots, ctx, jobs, store)]
+        snapshots_iface = await build_snapshots(snapshots, ctx, jobs, store, names)
+        services: list[ServiceInterface] = [tuning, snapshots_iface]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -309,7 +312,7 @@ class Daemon:
         stop.cancel()
         if disconnected.done():
             log.error("lost the connection to the bus")
-            await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+            await _stop_work(jobs, snapshots_iface)
             return 1
         disconnected.cancel()
 
@@ -319,11 +322,23 @@ class Daemon:
         for task in (watchdog, timer):
             if task is not None:
                 task.cancel()
-        await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+        await _stop_work(jobs, snapshots_iface)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
         log.info("stopped in %.2f s", time.monotonic() - started)
         return 0
+
+
+async def _stop_work(jobs: JobManager, snapshots: SnapshotsInterface) -> None:
+    await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+    await _release_mounts(snapshots)
+
+
+async def _release_mounts(snapshots: SnapshotsInterface) -> None:
+    try:
+        await snapshots.release_mounts()
+    except Exception:  # a stop must go on; the next start tries again
+        log.exception("snapshots: releasing browse mounts failed")
 
 
 def run(settings: Settings) -> int:

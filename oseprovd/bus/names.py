@@ -44,6 +44,7 @@ class Action:
     SNAPSHOTS_DELETE = "org.ose.snapshots.delete"
     SNAPSHOTS_UNDO = "org.ose.snapshots.undo"
     SNAPSHOTS_ROLLBACK = "org.ose.snapshots.rollback"
+    SNAPSHOTS_BROWSE = "org.ose.snapshots.browse"
 
 
 # Actions the shipped policy file must declare (a test compares the two).
@@ -51,7 +52,7 @@ SHIPPED_ACTIONS = (
     Action.JOB_CANCEL_ANY, Action.AUDIT_READ, Action.TUNING_APPLY, Action.TUNING_REVERT,
     Action.TUNING_HOLD, Action.TUNING_BENCHMARK, Action.SNAPSHOTS_CREATE,
     Action.SNAPSHOTS_DIFF, Action.SNAPSHOTS_DELETE, Action.SNAPSHOTS_UNDO,
-    Action.SNAPSHOTS_ROLLBACK,
+    Action.SNAPSHOTS_ROLLBACK, Action.SNAPSHOTS_BROWSE,
 )
 
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"

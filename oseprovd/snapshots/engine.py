@@ -401,13 +401,14 @@ class SnapshotEngine:
             raise UnsafeSnapshotPath(f"{self._mounts_dir()}/{name} is not ours with mode 0700")
         return fd
 
-    def umount_snapshot(self, snap_id: str) -> None:
-        """Take a browse mount away. A mount in use (a shell inside it) is Busy."""
+    def umount_snapshot(self, snap_id: str, lazy: bool = False) -> None:
+        """Take a browse mount away. A mount in use (a shell inside it) is Busy, unless
+        `lazy`: then it is detached now and goes when its last user leaves."""
         check_snapshot_id(snap_id)
         with self._lock:
             if snap_id not in self.mounted():
                 raise NotFound(f"snapshot {snap_id} is not mounted")
-            self._unmount(snap_id, lazy=False)
+            self._unmount(snap_id, lazy=lazy)
 
     def release_mounts(self) -> list[str]:
         """Detach every browse mount (lazily: a process inside keeps its view until it
