@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -367,6 +368,13 @@ def test_osectl_snapshot(rig: Rig) -> None:
     assert f".snapshots/{snap}" in subvolumes(rig.mnt)
     assert [r["id"] for r in ok("list", "data")] == [snap]
     assert ok("show", snap)["userdata"] == {"k": "v"}
+    # mount runs a command in the snapshot's directory, then unmounts.
+    shown = osectl(addr, "snapshot", "mount", snap, "--", "sh", "-c",
+                   'head -c 6 a.txt; printf "|%s" "$OSE_SNAPSHOT_MOUNT"')
+    assert shown.returncode == 0, shown.stderr
+    text, path = shown.stdout.split("|")
+    assert text == "alpha\n" and path == str(rig.daemon.state_dir.resolve() / "mounts" / snap)
+    assert mount_options(Path(path)) is None
     (rig.live / "a.txt").write_bytes(b"changed")
     diff = ok("diff", snap)
     assert diff == [{"path": "a.txt", "change": "content"}]
@@ -522,6 +530,19 @@ def test_browse_mount_lives_as_long_as_its_caller(rig: Rig) -> None:
     path = Path(asyncio.run(hold_then_leave()))
     wait_unmounted(path)
     assert not path.exists()
+
+    # `osectl snapshot mount ID` holds the mount until it is told to stop.
+    holder = subprocess.Popen([*osectl_argv(addr), "--json", "snapshot", "mount", snap],
+                              cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        held = json.loads(holder.stdout.readline())
+        assert held["path"] == str(path) and mount_options(path) is not None
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(30) == 0, holder.stderr.read() if holder.stderr else ""
+    assert mount_options(path) is None
 
     # An explicit unmount, then one held at daemon stop.
     path = Path(scall(addr, "MountSnapshot", "s", snap))  # released as scall disconnects
