@@ -10,6 +10,8 @@ two subvolumes with the same tree of N files: `snp` for snapper, `ose` for osepr
 so both see it; snapperd is stopped before it is unmounted.
 
 Measured, medians, the two tools alternating round by round:
+  - a public read, whole process: `snapper list` vs `osectl snapshot list` (what
+    starting each client costs);
   - create, whole process: `snapper -c bench create` vs `osectl snapshot create`;
   - create, the raw D-Bus call from a connected client: snapperd's CreateSingleSnapshot
     vs our CreateSnapshot;
@@ -144,11 +146,22 @@ class Bench:
             await asyncio.wait_for(fut, 60)
 
         res: dict[str, tuple[list[float], list[float]]] = {
-            k: ([], []) for k in ("cli_create", "dbus_create", "cli_undo", "dbus_undo_paths",
-                                  "dbus_undo_all")}
+            k: ([], []) for k in ("cli_read", "cli_create", "dbus_create", "cli_undo",
+                                  "dbus_undo_paths", "dbus_undo_all")}
         try:
             for i in range(self.rounds):
                 order: list[Callable[[], Any]] = []
+                # -- a public read, whole process: the client's own start-up cost
+                async def snapper_read() -> None:
+                    t = time.perf_counter()
+                    self.snapper("list")
+                    res["cli_read"][0].append(ms(t))
+
+                async def ose_read() -> None:
+                    t = time.perf_counter()
+                    self.ose("list", "ose")
+                    res["cli_read"][1].append(ms(t))
+
                 # -- whole-process create
                 async def snapper_cli() -> None:
                     t = time.perf_counter()
@@ -206,7 +219,7 @@ class Bench:
                     assert (self.mnt / "ose" / PATHS[1]).read_bytes() == b"x", "not undone"
                     await ours("DeleteSnapshots", "as", [snap])
 
-                pairs = [(snapper_cli, ose_cli), (snapper_dbus, ose_dbus),
+                pairs = [(snapper_read, ose_read), (snapper_cli, ose_cli), (snapper_dbus, ose_dbus),
                          (snapper_undo, lambda: ose_undo("cli"))]
                 for a, b in pairs:
                     order = [a, b] if i % 2 == 0 else [b, a]  # who goes first alternates
@@ -256,6 +269,8 @@ def bench(base: Path, address: str, files: int, rounds: int) -> list[str]:
 
 def table(res: dict[str, tuple[list[float], list[float]]], files: int) -> list[str]:
     names = {
+        "cli_read": ("list snapshots, whole process", "`snapper -c bench list`",
+                     "`osectl snapshot list`"),
         "cli_create": ("create, whole process", "`snapper -c bench create`",
                        "`osectl snapshot create`"),
         "dbus_create": ("create, D-Bus call", "CreateSingleSnapshot", "CreateSnapshot"),
