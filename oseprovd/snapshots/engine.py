@@ -119,7 +119,8 @@ class SnapshotEngine:
         those made by other engines through pre_post and by rollback and cleanup (the
         bus layer turns them into SnapshotCreated/SnapshotsDeleted signals). They are
         called in the engine's thread and must not raise. `mounts_dir` (the daemon's
-        own, made 0700) holds the browse mounts; without it nothing is mounted."""
+        own, made 0700) holds the browse mounts; without it nothing is mounted. `proc`
+        is where the daemon reads its own mounts (not a target root's /proc)."""
         self.mounts_dir = Path(os.path.realpath(mounts_dir)) if mounts_dir else None
         self.proc = proc
         self.on_created = on_created
