@@ -439,6 +439,8 @@ def test_any_arguments_get_an_answer_never_a_traceback(rig: Rig) -> None:
         configs.map(lambda c: ("ListSnapshots", "s", [c])),
         st.lists(ids, max_size=3).map(lambda x: ("DeleteSnapshots", "as", [x])),
         ids.map(lambda i: ("Rollback", "s", [i])),
+        ids.map(lambda i: ("MountSnapshot", "s", [i])),
+        ids.map(lambda i: ("UnmountSnapshot", "s", [i])),
         st.tuples(ids, ids).map(lambda t: ("Diff", "ss", list(t))),
         st.tuples(ids, paths).map(lambda t: ("UndoChange", "saay", list(t))),
         st.tuples(configs.filter(lambda c: c != "data"), st.text(chars, max_size=2000),
