@@ -564,3 +564,24 @@ def test_browse_mount_lives_as_long_as_its_caller(rig: Rig) -> None:
             bus.disconnect()
 
     asyncio.run(held_at_stop())
+
+
+def test_mounts_a_killed_daemon_left_go_at_the_next_start(rig: Rig) -> None:
+    """Outside a private mount namespace (tests; no PrivateMounts=) a SIGKILLed daemon
+    leaves its browse mount behind: the next start takes it away."""
+    snap = scall(rig.address, "CreateSnapshot", "ssa{ss}", "data", "", {})
+
+    async def mount_then_kill() -> Path:
+        bus = await connect(rig.address)
+        try:
+            (path,) = await call(bus, NAME, *SNAPS, "MountSnapshot", "s", [snap])
+            rig.daemon.stop(signal.SIGKILL)
+            return Path(path)
+        finally:
+            bus.disconnect()
+
+    path = asyncio.run(mount_then_kill())
+    assert mount_options(path) is not None
+    rig.daemon.start()
+    assert mount_options(path) is None
+    assert not path.exists()
