@@ -36,7 +36,7 @@ from oseprovd.bus.namewatch import NameWatch
 from oseprovd.bus.snapshots import SnapshotsInterface
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
-from oseprovd.config import Settings
+from oseprovd.config import Limits, Settings
 from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
 from oseprovd.discovery.registry import CollectorSpec
 from oseprovd.errors import OseError
@@ -214,7 +214,7 @@ def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
         "btrfs": BtrfsBackend(s.proc_root), "copy": CopyBackend(), "lvm": LvmBackend()}
     journal = SnapshotJournal(s.state_dir / "snapshots.journal")
     engine = SnapshotEngine(snapshot_configs(s), StoreSnapshotRepository(store), backends,
-                            journal)
+                            journal, mounts_dir=s.state_dir / "mounts")
     entries = journal.entries()
     if entries:
         for outcome in engine.recover(entries):
@@ -228,11 +228,30 @@ def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
     return engine
 
 
-def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
-                    store: Store) -> SnapshotsInterface:
-    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store))
+async def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
+                          store: Store, names: NameWatch) -> SnapshotsInterface:
+    """Snapshots1; browse mounts a killed daemon left (outside a private mount
+    namespace) are taken away first."""
+    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store), names)
     iface.attach(asyncio.get_running_loop())
+    await _release_mounts(iface)
     return iface
+
+
+async def bus_context(bus: MessageBus, store: Store,
+                      limits: Limits) -> tuple[BusContext, NameWatch]:
+    """What every handler needs: who calls, polkit, audit, limits; and the name watch."""
+    bus.add_message_handler(guard.make_message_handler(limits))
+    resolver = CallerResolver(bus)
+    names = NameWatch(bus)
+    names.on_vanished(resolver.forget)
+    await names.start()
+    ctx = BusContext(
+        resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
+        audit=AuditRepository(store), limits=limits,
+        buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
+    )
+    return ctx, names
 
 
 class StartupError(Exception):
@@ -279,17 +298,7 @@ class Daemon:
     async def _serve(self, bus: MessageBus, store: Store, jobs: JobManager,
                      interrupted: list[int]) -> int:
         s = self.settings
-        limits = s.limits
-        bus.add_message_handler(guard.make_message_handler(limits))
-        resolver = CallerResolver(bus)
-        names = NameWatch(bus)
-        names.on_vanished(resolver.forget)
-        await names.start()
-        ctx = BusContext(
-            resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
-            audit=AuditRepository(store), limits=limits,
-            buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
-        )
+        ctx, names = await bus_context(bus, store, s.limits)
         exporter = JobExporter(bus, ctx, jobs)
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
@@ -299,8 +308,8 @@ class Daemon:
         snapshots = self.snapshots = snapshot_engine(s, store)
         discovery = build_discovery(s, ctx, jobs, store)
         tuning = build_tuning(s, ctx, jobs, names, bus, discovery=discovery.cache)
-        services: list[ServiceInterface] = [
-            discovery, tuning, build_snapshots(snapshots, ctx, jobs, store)]
+        snapshots_iface = await build_snapshots(snapshots, ctx, jobs, store, names)
+        services: list[ServiceInterface] = [discovery, tuning, snapshots_iface]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -339,7 +348,7 @@ class Daemon:
         stop.cancel()
         if disconnected.done():
             log.error("lost the connection to the bus")
-            await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+            await _stop_work(jobs, snapshots_iface)
             return 1
         disconnected.cancel()
 
@@ -349,11 +358,23 @@ class Daemon:
         for task in (watchdog, timer, discovery.hotplug):
             if task is not None:
                 task.cancel()
-        await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+        await _stop_work(jobs, snapshots_iface)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
         log.info("stopped in %.2f s", time.monotonic() - started)
         return 0
+
+
+async def _stop_work(jobs: JobManager, snapshots: SnapshotsInterface) -> None:
+    await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+    await _release_mounts(snapshots)
+
+
+async def _release_mounts(snapshots: SnapshotsInterface) -> None:
+    try:
+        await snapshots.release_mounts()
+    except Exception:  # a stop must go on; the next start tries again
+        log.exception("snapshots: releasing browse mounts failed")
 
 
 def run(settings: Settings) -> int:
