@@ -1,8 +1,11 @@
-"""osectl snapshot configs|list|show|create|delete|diff|undo|rollback|cleanup."""
+"""osectl snapshot configs|list|show|create|delete|diff|undo|rollback|cleanup|mount|umount."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -165,3 +168,58 @@ def cleanup(ctx: Ctx, config: str) -> None:
     deleted = list(result.get("deleted") or [])
     ctx.out.message(f"deleted {', '.join(deleted) or 'nothing'}; {result.get('kept', 0)} kept",
                     result)
+
+
+def _reachable(ctx: Ctx, path: str) -> str:
+    """The daemon mounts in its own mount namespace when systemd gives it one
+    (PrivateMounts=yes): from ours, root reaches it through /proc/<pid>/root."""
+    pid = ctx.client.daemon_pid()
+    if pid is None:
+        return path
+    try:
+        theirs = os.readlink(f"/proc/{pid}/ns/mnt")
+        ours = os.readlink("/proc/self/ns/mnt")
+    except OSError:  # not root: the mount dir is root's alone anyway
+        return path
+    return path if theirs == ours else f"/proc/{pid}/root{path}"
+
+
+@snapshot.command(context_settings={"ignore_unknown_options": True})
+@click.argument("snapshot_id")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def mount(ctx: Ctx, snapshot_id: str, command: tuple[str, ...]) -> None:
+    """Mount SNAPSHOT_ID read-only (nosuid, nodev, noexec) for browsing, root only.
+
+    The mount lasts as long as this command: with COMMAND, it runs COMMAND in the
+    snapshot's directory (its path also in $OSE_SNAPSHOT_MOUNT) and unmounts when
+    COMMAND ends; without, it prints the path and holds the mount until interrupted."""
+    path = _reachable(ctx, _call(ctx, "MountSnapshot", "s", snapshot_id))
+    rc = 0
+    try:
+        if command:
+            env = {**os.environ, "OSE_SNAPSHOT_MOUNT": path}
+            rc = subprocess.run(list(command), cwd=path, env=env, check=False).returncode
+        else:
+            ctx.out.message(f"{snapshot_id} is mounted at {path}; Ctrl-C unmounts it",
+                            {"id": snapshot_id, "path": path})
+            sys.stdout.flush()
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    signal.pause()
+    finally:
+        # If it is busy (someone else inside), leaving the bus detaches it lazily.
+        with contextlib.suppress(CliError):
+            _call(ctx, "UnmountSnapshot", "s", snapshot_id)
+    if rc:
+        raise SystemExit(rc)
+
+
+@snapshot.command()
+@click.argument("snapshot_id")
+@pass_ctx
+def umount(ctx: Ctx, snapshot_id: str) -> None:
+    """Take the browse mount of SNAPSHOT_ID away (one a client left behind)."""
+    _call(ctx, "UnmountSnapshot", "s", snapshot_id)
+    ctx.out.message(f"unmounted {snapshot_id}", {"id": snapshot_id})

@@ -36,7 +36,7 @@ from oseprovd.bus.reset import ResetInterface
 from oseprovd.bus.snapshots import SnapshotsInterface
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
-from oseprovd.config import Settings
+from oseprovd.config import Limits, Settings
 from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
 from oseprovd.discovery.registry import CollectorSpec
 from oseprovd.engines import reset_engine, snapshot_engine
@@ -174,10 +174,13 @@ def build_discovery(s: Settings, ctx: BusContext, jobs: JobManager,
     return iface
 
 
-def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
-                    store: Store) -> SnapshotsInterface:
-    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store))
+async def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
+                          store: Store, names: NameWatch) -> SnapshotsInterface:
+    """Snapshots1; browse mounts a killed daemon left (outside a private mount
+    namespace) are taken away first."""
+    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store), names)
     iface.attach(asyncio.get_running_loop())
+    await _release_mounts(iface)
     return iface
 
 
@@ -194,11 +197,20 @@ def build_reset(s: Settings, snapshots: SnapshotEngine, ctx: BusContext,
     return ResetInterface(ctx, engine, jobs)
 
 
-async def _stop_work(jobs: JobManager, reset: ResetInterface) -> None:
-    """Running jobs reach a checkpoint (a reset execution stops between batches and is
-    recorded interrupted), then the reset engine's walker processes end."""
-    await jobs.shutdown(SHUTDOWN_JOB_GRACE)
-    reset.close()
+async def bus_context(bus: MessageBus, store: Store,
+                      limits: Limits) -> tuple[BusContext, NameWatch]:
+    """What every handler needs: who calls, polkit, audit, limits; and the name watch."""
+    bus.add_message_handler(guard.make_message_handler(limits))
+    resolver = CallerResolver(bus)
+    names = NameWatch(bus)
+    names.on_vanished(resolver.forget)
+    await names.start()
+    ctx = BusContext(
+        resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
+        audit=AuditRepository(store), limits=limits,
+        buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
+    )
+    return ctx, names
 
 
 class StartupError(Exception):
@@ -245,17 +257,7 @@ class Daemon:
     async def _serve(self, bus: MessageBus, store: Store, jobs: JobManager,
                      interrupted: list[int]) -> int:
         s = self.settings
-        limits = s.limits
-        bus.add_message_handler(guard.make_message_handler(limits))
-        resolver = CallerResolver(bus)
-        names = NameWatch(bus)
-        names.on_vanished(resolver.forget)
-        await names.start()
-        ctx = BusContext(
-            resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
-            audit=AuditRepository(store), limits=limits,
-            buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
-        )
+        ctx, names = await bus_context(bus, store, s.limits)
         exporter = JobExporter(bus, ctx, jobs)
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
@@ -265,9 +267,9 @@ class Daemon:
         snapshots = self.snapshots = snapshot_engine(s, store)
         discovery = build_discovery(s, ctx, jobs, store)
         tuning = build_tuning(s, ctx, jobs, names, bus, discovery=discovery.cache)
-        services: list[ServiceInterface] = [
-            discovery, tuning, build_snapshots(snapshots, ctx, jobs, store),
-            reset := build_reset(s, snapshots, ctx, jobs)]
+        snapshots_iface = await build_snapshots(snapshots, ctx, jobs, store, names)
+        reset = build_reset(s, snapshots, ctx, jobs)
+        services: list[ServiceInterface] = [discovery, tuning, snapshots_iface, reset]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -306,7 +308,7 @@ class Daemon:
         stop.cancel()
         if disconnected.done():
             log.error("lost the connection to the bus")
-            await _stop_work(jobs, reset)
+            await _stop_work(jobs, snapshots_iface, reset)
             return 1
         disconnected.cancel()
 
@@ -316,11 +318,27 @@ class Daemon:
         for task in (watchdog, timer, discovery.hotplug):
             if task is not None:
                 task.cancel()
-        await _stop_work(jobs, reset)
+        await _stop_work(jobs, snapshots_iface, reset)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
         log.info("stopped in %.2f s", time.monotonic() - started)
         return 0
+
+
+async def _stop_work(jobs: JobManager, snapshots: SnapshotsInterface,
+                     reset: ResetInterface) -> None:
+    """Running jobs reach a checkpoint (a reset execution stops between batches and is
+    recorded interrupted); then browse mounts go and the reset walkers end."""
+    await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+    await _release_mounts(snapshots)
+    reset.close()
+
+
+async def _release_mounts(snapshots: SnapshotsInterface) -> None:
+    try:
+        await snapshots.release_mounts()
+    except Exception:  # a stop must go on; the next start tries again
+        log.exception("snapshots: releasing browse mounts failed")
 
 
 def run(settings: Settings) -> int:

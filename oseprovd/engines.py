@@ -69,7 +69,7 @@ def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
         "btrfs": BtrfsBackend(s.proc_root), "copy": CopyBackend(), "lvm": LvmBackend()}
     journal = SnapshotJournal(s.state_dir / "snapshots.journal")
     engine = SnapshotEngine(snapshot_configs(s), StoreSnapshotRepository(store), backends,
-                            journal)
+                            journal, mounts_dir=s.state_dir / "mounts")
     entries = journal.entries()
     if entries:
         for outcome in engine.recover(entries):

@@ -44,6 +44,7 @@ class Action:
     SNAPSHOTS_DELETE = "org.ose.snapshots.delete"
     SNAPSHOTS_UNDO = "org.ose.snapshots.undo"
     SNAPSHOTS_ROLLBACK = "org.ose.snapshots.rollback"
+    SNAPSHOTS_BROWSE = "org.ose.snapshots.browse"
     DISCOVERY_AUDIT = "org.ose.discovery.audit"
     DISCOVERY_READ_SENSITIVE = "org.ose.discovery.read-sensitive"
     RESET_BASELINE = "org.ose.reset.baseline"
@@ -59,9 +60,9 @@ SHIPPED_ACTIONS = (
     Action.JOB_CANCEL_ANY, Action.AUDIT_READ, Action.TUNING_APPLY, Action.TUNING_REVERT,
     Action.TUNING_HOLD, Action.TUNING_BENCHMARK, Action.SNAPSHOTS_CREATE,
     Action.SNAPSHOTS_DIFF, Action.SNAPSHOTS_DELETE, Action.SNAPSHOTS_UNDO,
-    Action.SNAPSHOTS_ROLLBACK, Action.DISCOVERY_AUDIT, Action.DISCOVERY_READ_SENSITIVE,
-    Action.RESET_BASELINE, Action.RESET_PREVIEW, Action.RESET_CLEAN, Action.RESET_SYSTEM,
-    Action.RESET_USERDATA, Action.RESET_ROLLBACK,
+    Action.SNAPSHOTS_ROLLBACK, Action.SNAPSHOTS_BROWSE, Action.DISCOVERY_AUDIT,
+    Action.DISCOVERY_READ_SENSITIVE, Action.RESET_BASELINE, Action.RESET_PREVIEW,
+    Action.RESET_CLEAN, Action.RESET_SYSTEM, Action.RESET_USERDATA, Action.RESET_ROLLBACK,
 )
 
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"

@@ -10,6 +10,8 @@ Paths travel as `ay` (a file name need not be UTF-8).
 # only when the annotation is the real None.
 
 import asyncio
+import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from oseprovd.bus.convert import to_dbus
 from oseprovd.bus.guard import BusContext, authorize, exported
 from oseprovd.bus.models import Options
 from oseprovd.bus.names import IFACE_SNAPSHOTS, Action, job_path
+from oseprovd.bus.namewatch import NameWatch
 from oseprovd.errors import InvalidArguments, NotFound
 from oseprovd.jobs import JobContext, JobManager
 from oseprovd.snapshots.engine import MAX_UNDO_PATHS, MAX_USERDATA, SnapshotEngine
@@ -36,6 +39,8 @@ MAX_PAGE = 5000
 MAX_ROWS = 2**63 - 1  # SQLite's integers are signed 64-bit
 DIFF_BATCH = 1000
 DIFF_OPERATION = "snapshots.diff"
+
+log = logging.getLogger(__name__)
 
 
 class CreateRequest(Options):
@@ -84,13 +89,18 @@ def config_to_dbus(config: SnapshotConfig) -> dict[str, Any]:
 
 class SnapshotsInterface(ServiceInterface):
     def __init__(self, ctx: BusContext, engine: SnapshotEngine, jobs: JobManager,
-                 diffs: DiffPages) -> None:
+                 diffs: DiffPages, names: NameWatch | None = None) -> None:
         super().__init__(IFACE_SNAPSHOTS)
         self.ctx = ctx
         self._engine = engine
         self._jobs = jobs
         self._diffs = diffs
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Snapshot id -> the unique names that asked for its browse mount: it goes when
+        # the last of them leaves the bus.
+        self._mount_owners: dict[str, set[str]] = {}
+        if names is not None:
+            names.on_vanished(self._caller_left)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Turn the engine's notices (from its worker threads; also those of snapshots
@@ -291,3 +301,51 @@ class SnapshotsInterface(ServiceInterface):
         job = self._jobs.start("snapshots.cleanup", who.uid, run,
                                exclusive=f"snapshots.cleanup.{name}")
         return job_path(job.id)
+
+    # --- browse mounts ------------------------------------------------------------------
+
+    @method()
+    @exported(Action.SNAPSHOTS_BROWSE, expensive=True)
+    async def MountSnapshot(self, snapshot_id: "s") -> "s":
+        """Mount the snapshot ro,nosuid,nodev,noexec under the daemon's 0700 mount
+        directory and return the path; released when every caller that asked has left
+        the bus, by UnmountSnapshot, on delete and when the daemon stops."""
+        snap = check_snapshot_id(snapshot_id)
+        self._engine.get_snapshot(snap)  # NotFound before asking polkit
+        who = await authorize(SnapshotRef(snapshot=snap))
+        path = await asyncio.to_thread(self._engine.mount_snapshot, snap)
+        self._mount_owners.setdefault(snap, set()).add(who.unique_name)
+        return str(path)
+
+    @method()
+    @exported(Action.SNAPSHOTS_BROWSE)
+    async def UnmountSnapshot(self, snapshot_id: "s") -> None:
+        snap = check_snapshot_id(snapshot_id)
+        await authorize(SnapshotRef(snapshot=snap))
+        await asyncio.to_thread(self._engine.umount_snapshot, snap)
+        self._mount_owners.pop(snap, None)
+
+    def _caller_left(self, unique_name: str) -> None:
+        for snap, owners in list(self._mount_owners.items()):
+            owners.discard(unique_name)
+            if not owners:
+                del self._mount_owners[snap]
+                task = asyncio.get_running_loop().create_task(self._release(snap))
+                task.add_done_callback(_log_failure)
+
+    async def _release(self, snap: str) -> None:
+        # Lazily: the caller is gone, a shell of someone else's inside keeps its view.
+        with contextlib.suppress(NotFound):  # unmounted meanwhile (UnmountSnapshot, delete)
+            await asyncio.to_thread(self._engine.umount_snapshot, snap, True)
+
+    async def release_mounts(self) -> None:
+        """At start (left by a daemon that was killed) and at stop."""
+        self._mount_owners.clear()
+        released = await asyncio.to_thread(self._engine.release_mounts)
+        if released:
+            log.info("snapshots: unmounted browse mounts %s", ", ".join(released))
+
+
+def _log_failure(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("releasing a snapshot mount failed", exc_info=task.exception())

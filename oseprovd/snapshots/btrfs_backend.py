@@ -129,6 +129,10 @@ class BtrfsBackend:
         finally:
             os.close(fd)
 
+    def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
+        with self._snapshot(config, record) as fd:
+            return os.dup(fd)
+
     # -- create / verify / delete --------------------------------------------------
 
     def create(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot:

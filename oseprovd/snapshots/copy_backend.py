@@ -175,6 +175,13 @@ class CopyBackend:
             os.close(sdir)
         return CreatedSnapshot(uuid=token, size=0)
 
+    def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
+        # The store holds only what operations said they would change, with metadata
+        # beside it: not a tree to browse. Diff and UndoChange are the ways in.
+        raise NotApplicable(f"{record.id} is a copy-backend snapshot: it keeps only the "
+                            "files an operation changed, not a tree to mount; use Diff "
+                            "and UndoChange")
+
     def describe(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot | None:
         sdir = open_private_dir(config.snapshot_dir, create=False)
         try:

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -330,7 +331,9 @@ def test_who_may_do_what(rig: Rig, test_users) -> None:  # type: ignore[no-untyp
     assert listed[0] == "ok" and [r["id"] for r in listed[1]] == [snap]
     for member, sig, body in (("DeleteSnapshots", "as", [[snap]]), ("Rollback", "s", [snap]),
                               ("UndoChange", "saay", [snap, [b"."]]),
-                              ("Diff", "ss", [snap, ""]), ("Cleanup", "s", ["data"])):
+                              ("Diff", "ss", [snap, ""]), ("Cleanup", "s", ["data"]),
+                              ("MountSnapshot", "s", [snap]),
+                              ("UnmountSnapshot", "s", [snap])):
         assert call_as(test_users.user, as_client, member, sig, *body)[0] == DENIED, member
     # A diff's pages belong to whoever ran it (and to those allowed to diff).
     diff = run_job(addr, "Diff", "ss", snap, "")["diff"]
@@ -365,6 +368,13 @@ def test_osectl_snapshot(rig: Rig) -> None:
     assert f".snapshots/{snap}" in subvolumes(rig.mnt)
     assert [r["id"] for r in ok("list", "data")] == [snap]
     assert ok("show", snap)["userdata"] == {"k": "v"}
+    # mount runs a command in the snapshot's directory, then unmounts.
+    shown = osectl(addr, "snapshot", "mount", snap, "--", "sh", "-c",
+                   'head -c 6 a.txt; printf "|%s" "$OSE_SNAPSHOT_MOUNT"')
+    assert shown.returncode == 0, shown.stderr
+    text, path = shown.stdout.split("|")
+    assert text == "alpha\n" and path == str(rig.daemon.state_dir.resolve() / "mounts" / snap)
+    assert mount_options(Path(path)) is None
     (rig.live / "a.txt").write_bytes(b"changed")
     diff = ok("diff", snap)
     assert diff == [{"path": "a.txt", "change": "content"}]
@@ -429,6 +439,8 @@ def test_any_arguments_get_an_answer_never_a_traceback(rig: Rig) -> None:
         configs.map(lambda c: ("ListSnapshots", "s", [c])),
         st.lists(ids, max_size=3).map(lambda x: ("DeleteSnapshots", "as", [x])),
         ids.map(lambda i: ("Rollback", "s", [i])),
+        ids.map(lambda i: ("MountSnapshot", "s", [i])),
+        ids.map(lambda i: ("UnmountSnapshot", "s", [i])),
         st.tuples(ids, ids).map(lambda t: ("Diff", "ss", list(t))),
         st.tuples(ids, paths).map(lambda t: ("UndoChange", "saay", list(t))),
         st.tuples(configs.filter(lambda c: c != "data"), st.text(chars, max_size=2000),
@@ -474,3 +486,102 @@ def test_any_arguments_get_an_answer_never_a_traceback(rig: Rig) -> None:
     assert rig.daemon.running
     assert subvolumes(rig.mnt) == before
     assert (rig.live / "f").read_bytes() == b"x"
+
+
+def mount_options(path: Path) -> set[str] | None:
+    """The kernel's per-mount options of the mount at exactly `path` (findmnt(8))."""
+    r = subprocess.run([require("findmnt", "util-linux"), "-n", "-o", "VFS-OPTIONS",
+                        "--mountpoint", str(path)], capture_output=True, text=True)
+    return set(r.stdout.strip().split(",")) if r.returncode == 0 and r.stdout.strip() else None
+
+
+def wait_unmounted(path: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while mount_options(path) is not None:
+        assert time.monotonic() < deadline, f"{path} is still mounted"
+        time.sleep(0.05)
+
+
+def test_browse_mount_lives_as_long_as_its_caller(rig: Rig) -> None:
+    addr = rig.address
+    (rig.live / "file.txt").write_text("in the snapshot")
+    snap = scall(addr, "CreateSnapshot", "ssa{ss}", "data", "browse", {})
+    mounts_dir = rig.daemon.state_dir.resolve() / "mounts"
+    for bad in ("../x", "-y", "data-1/../../etc", "x" * 100):
+        assert error_of(scall, addr, "MountSnapshot", "s", bad) == INVALID, bad
+    assert error_of(scall, addr, "MountSnapshot", "s", "data-99") == NOT_FOUND
+    assert error_of(scall, addr, "UnmountSnapshot", "s", snap) == NOT_FOUND
+
+    async def hold_then_leave() -> str:
+        bus = await connect(addr)
+        try:
+            (path,) = await call(bus, NAME, *SNAPS, "MountSnapshot", "s", [snap])
+            (again,) = await call(bus, NAME, *SNAPS, "MountSnapshot", "s", [snap])
+            assert again == path
+            target = Path(path)
+            assert target == mounts_dir / snap
+            opts = mount_options(target)
+            assert opts is not None and {"ro", "nosuid", "nodev", "noexec"} <= opts, opts
+            st = os.lstat(mounts_dir)
+            assert st.st_uid == 0 and st.st_mode & 0o7777 == 0o700
+            assert (target / "file.txt").read_text() == "in the snapshot"
+            return path
+        finally:
+            bus.disconnect()  # the caller leaves: its mount goes
+
+    path = Path(asyncio.run(hold_then_leave()))
+    wait_unmounted(path)
+    assert not path.exists()
+
+    # `osectl snapshot mount ID` holds the mount until it is told to stop.
+    holder = subprocess.Popen([*osectl_argv(addr), "--json", "snapshot", "mount", snap],
+                              cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        held = json.loads(holder.stdout.readline())
+        assert held["path"] == str(path) and mount_options(path) is not None
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(30) == 0, holder.stderr.read() if holder.stderr else ""
+    assert mount_options(path) is None
+
+    # An explicit unmount, then one held at daemon stop.
+    path = Path(scall(addr, "MountSnapshot", "s", snap))  # released as scall disconnects
+    wait_unmounted(path)
+
+    async def held_at_stop() -> None:
+        bus = await connect(addr)
+        try:
+            await call(bus, NAME, *SNAPS, "MountSnapshot", "s", [snap])
+            assert mount_options(path) is not None
+            await call(bus, NAME, *SNAPS, "UnmountSnapshot", "s", [snap])
+            assert mount_options(path) is None
+            await call(bus, NAME, *SNAPS, "MountSnapshot", "s", [snap])
+            assert rig.daemon.stop() == 0
+            assert mount_options(path) is None
+        finally:
+            bus.disconnect()
+
+    asyncio.run(held_at_stop())
+
+
+def test_mounts_a_killed_daemon_left_go_at_the_next_start(rig: Rig) -> None:
+    """Outside a private mount namespace (tests; no PrivateMounts=) a SIGKILLed daemon
+    leaves its browse mount behind: the next start takes it away."""
+    snap = scall(rig.address, "CreateSnapshot", "ssa{ss}", "data", "", {})
+
+    async def mount_then_kill() -> Path:
+        bus = await connect(rig.address)
+        try:
+            (path,) = await call(bus, NAME, *SNAPS, "MountSnapshot", "s", [snap])
+            rig.daemon.stop(signal.SIGKILL)
+            return Path(path)
+        finally:
+            bus.disconnect()
+
+    path = asyncio.run(mount_then_kill())
+    assert mount_options(path) is not None
+    rig.daemon.start()
+    assert mount_options(path) is None
+    assert not path.exists()
