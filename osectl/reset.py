@@ -22,7 +22,7 @@ ITEM_COLUMNS = [("path", "Path", None), ("kind", "Kind", None), ("cls", "Class",
                 ("risk", "Risk", None), ("bytes", "Size", "bytes"), ("owner", "Owner", None),
                 ("rule", "Rule", None)]
 EXECUTION_COLUMNS = [("id", "Execution", None), ("state", "State", None),
-                     ("plan", "Plan", None), ("started", "Started", "time"),
+                     ("started", "Started", "time"),
                      ("finished", "Finished", "time"), ("snapshot", "Rollback point", None),
                      ("job_id", "Job", None)]
 
@@ -233,7 +233,8 @@ def items(ctx: Ctx, plan_id: str, offset: int, limit: int) -> None:
         rows += page
         if len(page) < want:
             break
-    ctx.out.table(rows, f"Plan {plan_id}", ITEM_COLUMNS, "No items.")
+    _table(ctx, rows, f"Plan {plan_id}", ITEM_COLUMNS, "No items.",
+           {"risk": RISK_STYLE})
 
 
 @reset.command()
@@ -292,28 +293,39 @@ def resume(ctx: Ctx, execution_id: str, yes: bool) -> None:
                     f"{result.get('skipped_count', 0)} skipped", result)
 
 
-def show_executions(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
+def _table(ctx: Ctx, rows: list[dict[str, Any]], title: str,
+           columns: list[tuple[str, str, str | None]], empty: str,
+           styles: dict[str, dict[str, str]] | None = None) -> None:
+    """Like Output.table, but long ids and paths fold instead of being cut (they are
+    what people copy into the next command), and some columns are coloured by value
+    (styles: column -> value -> rich style; the cell text itself is never markup)."""
     if ctx.out.as_json:
         ctx.out.json(rows)
         return
     if not rows:
-        ctx.out.message("No reset executions.")
+        ctx.out.message(empty)
         return
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Reset executions")
-    for _, label, _ in EXECUTION_COLUMNS:
-        table.add_column(label)
+    table = Table(title=title)
+    for key, label, _ in columns:
+        table.add_column(label, overflow="fold", no_wrap=False,
+                         min_width=17 if key == "id" else None)
     for row in rows:
         cells = []
-        for key, _, fmt in EXECUTION_COLUMNS:
+        for key, _, fmt in columns:
             value = row.get(key)
             text = "-" if value in (None, "") else (
                 FORMATTERS[fmt](value) if fmt else str(value))
-            cells.append(Text(text, style=STATE_STYLE.get(text, "") if key == "state" else ""))
+            cells.append(Text(text, style=(styles or {}).get(key, {}).get(text, "")))
         table.add_row(*cells)
     ctx.out.console.print(table)
+
+
+def show_executions(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
+    _table(ctx, rows, "Reset executions", EXECUTION_COLUMNS, "No reset executions.",
+           {"state": STATE_STYLE})
 
 
 @reset.command()
@@ -329,6 +341,7 @@ def executions(ctx: Ctx, execution_id: str | None) -> None:
         ctx.out.json(rec)
         return
     show_executions(ctx, [rec])
+    ctx.out.message(f"plan {rec.get('plan', '')}")
     result = rec.get("result") or {}
     if result:
         ctx.out.message(f"removed {result.get('removed', 0)} items "
