@@ -349,3 +349,22 @@ def test_resume_through_the_daemon_after_a_kill(rig: Rig) -> None:
     assert unwrap(rcall(addr, "GetExecution", "s", ex["id"]))["state"] == "done"
     run_job(addr, rcall(addr, "Rollback", "s", ex["id"]))
     assert treemanifest.differences(before, manifest(root)) == []
+
+
+def test_recovery_resumes_from_the_killed_jobs_steps_then_the_daemon_rolls_back(
+        rig: Rig) -> None:
+    addr, root = rig.address, rig.root
+    big = plant_big(root)
+    before = manifest(root)
+    kill_during_removals(rig, big)
+    (ex,) = json.loads(recovery(rig, "list").stdout)["executions"]
+    done = recovery(rig, "resume", ex["id"], "--yes")
+    assert done.returncode == 0, done.stderr + done.stdout
+    result = json.loads(done.stdout)
+    assert result["execution"] == ex["id"] and result["skipped_count"] == 0
+    assert not big.exists()
+    assert [e["state"] for e in json.loads(recovery(rig, "list").stdout)["executions"]] \
+        == ["done"]
+    rig.daemon.start()
+    run_job(addr, rcall(addr, "Rollback", "s", ex["id"]))
+    assert treemanifest.differences(before, manifest(root)) == []
