@@ -368,3 +368,21 @@ def test_recovery_resumes_from_the_killed_jobs_steps_then_the_daemon_rolls_back(
     rig.daemon.start()
     run_job(addr, rcall(addr, "Rollback", "s", ex["id"]))
     assert treemanifest.differences(before, manifest(root)) == []
+
+
+def test_a_name_that_is_not_utf8_travels_as_bytes_and_comes_back(rig: Rig) -> None:
+    addr, root = rig.address, rig.root
+    odd = b"var/tmp/caf\xe9 \x01.bin"
+    with open(os.fsencode(root) + b"/" + odd, "wb") as f:
+        f.write(b"odd bytes")
+    before = manifest(root)
+    plan = run_job(addr, rcall(addr, "Preview", "a{sv}", {
+        "profile": Variant("s", "light"), "include_paths": Variant("as", ["var/tmp"])}))
+    items = pages(addr, plan["id"], 100)
+    (item,) = [i for i in items if i["path_bytes"] == odd]
+    assert item["path"] == "var/tmp/caf\\xe9 \x01.bin"  # text for people, bytes exact
+    result = run_job(addr, rcall(addr, "Execute", "ssa{sv}", plan["id"], plan["digest"], {}))
+    assert result["skipped_count"] == 0
+    assert not os.path.lexists(os.fsencode(root) + b"/" + odd)
+    run_job(addr, rcall(addr, "Rollback", "s", result["execution"]))
+    assert treemanifest.differences(before, manifest(root)) == []
