@@ -386,3 +386,33 @@ def test_a_name_that_is_not_utf8_travels_as_bytes_and_comes_back(rig: Rig) -> No
     assert not os.path.lexists(os.fsencode(root) + b"/" + odd)
     run_job(addr, rcall(addr, "Rollback", "s", result["execution"]))
     assert treemanifest.differences(before, manifest(root)) == []
+
+
+def test_cancel_stops_between_batches_and_leaves_it_interrupted(rig: Rig) -> None:
+    addr, root = rig.address, rig.root
+    big = plant_big(root)
+    plan = run_job(addr, rcall(addr, "Preview", "a{sv}", {
+        "profile": Variant("s", "light"),
+        "include_paths": Variant("as", ["home/alice/.cache/big"])}))
+    job = rcall(addr, "Execute", "ssa{sv}", plan["id"], plan["digest"], {})
+    deadline = time.monotonic() + 60
+    while len(os.listdir(big)) == BIG:
+        assert time.monotonic() < deadline, "removals never started"
+        time.sleep(0.005)
+
+    async def cancel() -> None:
+        bus = await connect(addr)
+        try:
+            await call(bus, NAME, job, "org.ose.Job1", "Cancel", "", [])
+        finally:
+            bus.disconnect()
+    asyncio.run(cancel())
+    state, _, _ = wait_job(addr, job)
+    left = len(os.listdir(big))
+    assert state == "cancelled" and 0 < left < BIG
+    (ex,) = unwrap(rcall(addr, "ListExecutions"))
+    assert ex["state"] == "interrupted"
+    time.sleep(0.2)
+    assert len(os.listdir(big)) == left  # it really stopped
+    done = run_job(addr, rcall(addr, "Resume", "s", ex["id"]))
+    assert done["skipped_count"] == 0 and not big.exists()
