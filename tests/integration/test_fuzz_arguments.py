@@ -67,6 +67,17 @@ def variants() -> st.SearchStrategy[Variant]:
 
 
 options = st.dictionaries(KEYS, variants(), max_size=4)
+# Reset1's selection keys (and some it doesn't know); the daemon's root is an empty
+# sandbox, and no generated plan id is ever a real plan, so nothing is removed.
+SELECTION = st.dictionaries(
+    st.sampled_from(["profile", "include_paths", "exclude_globs", "classes", "users",
+                     "max_risk", "add_paths", "dry_run", "bogus"]),
+    st.one_of(variants(), st.lists(text(12), max_size=3).map(lambda v: Variant("as", v)),
+              st.sampled_from(["light", "nuclear", "../x", "cache", "safe"]).map(
+                  lambda v: Variant("s", v))),
+    max_size=4)
+RESET = (f"{ROOT}/Reset", "org.ose.Reset1")
+PLAN_IDS = st.one_of(text(20), st.sampled_from(["0123456789abcdef", "x0123456789abcdef"]))
 
 CALLS = st.one_of(
     options.map(lambda o: (ROOT, "org.ose.Manager1", "ListJobs", "a{sv}", [o])),
@@ -78,6 +89,14 @@ CALLS = st.one_of(
     st.integers(1, 5).map(lambda i: (f"{ROOT}/Job/{i}", "org.ose.Job1", "Cancel", "", [])),
     # The right member with the wrong signature.
     text(20).map(lambda s: (ROOT, "org.ose.Manager1", "GetJob", "s", [s])),
+    st.tuples(st.sampled_from(["Analyze", "Preview"]), SELECTION).map(
+        lambda c: (*RESET, c[0], "a{sv}", [c[1]])),
+    st.tuples(PLAN_IDS, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)).map(
+        lambda c: (*RESET, "GetPlanItems", "stu", list(c))),
+    st.tuples(st.sampled_from(["GetPlan", "Rollback", "Resume", "GetExecution"]),
+              PLAN_IDS).map(lambda c: (*RESET, c[0], "s", [c[1]])),
+    st.tuples(PLAN_IDS, text(70), SELECTION).map(
+        lambda c: (*RESET, "Execute", "ssa{sv}", list(c))),
 )
 
 
@@ -109,6 +128,19 @@ def fuzz_target(ose_daemon_module) -> Iterator[tuple[object, LoopThread]]:  # ty
     # One call first so that lazily opened descriptors (the store's WAL) are in the baseline.
     client.run(client.bus.call(Message(destination=NAME, path=ROOT,
                                        interface="org.ose.Manager1", member="GetStatus")))
+    # ... and the reset engine's walker processes (a pool kept for later walks).
+    job = client.run(client.bus.call(Message(
+        destination=NAME, path=RESET[0], interface=RESET[1], member="Preview",
+        signature="a{sv}", body=[{}]))).body[0]
+    deadline = time.monotonic() + 30
+    while True:
+        state = client.run(client.bus.call(Message(
+            destination=NAME, path=job, interface="org.freedesktop.DBus.Properties",
+            member="Get", signature="ss", body=["org.ose.Job1", "State"]))).body[0].value
+        if state not in ("queued", "running"):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     d.fd_baseline = len(os.listdir(f"/proc/{d.pid}/fd"))
     yield d, client
     client.close()
