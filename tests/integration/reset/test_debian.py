@@ -153,7 +153,8 @@ def test_baseline_matches_dpkg_and_the_chroot(target: Target) -> None:
             conf_truth.add((f[0], f[1]))
     assert {(c.path, c.md5) for c in base.conffiles} == conf_truth
     assert conf_truth  # minbase has conffiles (e.g. /etc/debian_version's package)
-    getent = subprocess.run(["chroot", str(root), "getent", "passwd"], check=True,
+    getent = subprocess.run([require("chroot", "ground truth"), str(root), "getent",
+                             "passwd"], check=True,
                             capture_output=True, text=True).stdout
     assert {(u.name, u.id) for u in base.users} == {
         (f.split(":")[0], int(f.split(":")[2])) for f in getent.splitlines()}
@@ -279,7 +280,8 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
 
 
 def getent(root: Path, db: str) -> set[str]:
-    return set(subprocess.run(["chroot", str(root), "getent", db], check=True,
+    return set(subprocess.run([require("chroot", "ground truth"), str(root), "getent", db],
+                              check=True,
                               capture_output=True, text=True).stdout.splitlines())
 
 

@@ -13,8 +13,6 @@ from oseprovd.reset.models import ExecuteOptions, Selection
 from tests.harness import treemanifest
 from tests.unit.reset.livedin import all_paths, make_rig, warm_atimes
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chowns sandbox files")
-
 
 def _m(root: Path) -> dict[str, object]:
     warm_atimes(root)
