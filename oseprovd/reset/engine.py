@@ -941,9 +941,11 @@ class ResetEngine:
         out = []
         for r in self.store.list_executions():
             if r.state in ("running", "rolling_back"):
-                self.store.update_execution(r.id, state="interrupted")
-                out.append(r.model_copy(update={"state": "interrupted"}))
-            elif r.state == "interrupted":
+                state: ExecutionState = ("interrupted" if r.state == "running"
+                                         else "rollback_interrupted")
+                self.store.update_execution(r.id, state=state)
+                out.append(r.model_copy(update={"state": state}))
+            elif r.state in ("interrupted", "rollback_interrupted"):
                 out.append(r)
         return out
 
@@ -954,14 +956,13 @@ class ResetEngine:
         if it wasn't, save what wasn't saved, remove what is left (removals already
         done count as gone)."""
         record = self.get_execution(exec_id)
-        if record.state in ("rolled_back", "rolling_back"):
-            raise NotApplicable(f"execution {exec_id} was rolled back; preview again")
+        mine = [d for d in self.decisions(entries) if d.execution == exec_id]
+        if record.state in ("rolled_back", "rolling_back", "rollback_interrupted") or (
+                mine and mine[0].rollback_started):
+            raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
+                                "Rollback (or preview again)")
         if record.state == "done" and record.result is not None:
             return record.result
-        mine = [d for d in self.decisions(entries) if d.execution == exec_id]
-        if mine and mine[0].rollback_started:
-            raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
-                                "Rollback")
         d = mine[0] if mine else RecoveryDecision(
             execution=exec_id, plan=record.plan, snapshot=None, saved=False,
             deleting=False, finished=False, rolled_back=False)

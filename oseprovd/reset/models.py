@@ -11,8 +11,10 @@ ItemClass = Literal["system", "app", "user", "cache", "log", "temp"]
 Risk = Literal["safe", "caution", "destructive"]
 ItemKind = Literal["file", "dir", "symlink", "other"]
 BaselineSource = Literal["captured", "distribution"]
+# rollback_interrupted: a rollback was under way when the process died; only a
+# rollback may continue it
 ExecutionState = Literal["running", "done", "failed", "interrupted", "rolled_back",
-                         "rolling_back"]
+                         "rolling_back", "rollback_interrupted"]
 
 CLASSES: tuple[ItemClass, ...] = ("system", "app", "user", "cache", "log", "temp")
 RISKS: tuple[Risk, ...] = ("safe", "caution", "destructive")
