@@ -332,7 +332,7 @@ def test_kill_during_medium_then_recover(tmp_path: Path, run: int) -> None:
     from tests.harness.components import REPO_ROOT
     from tests.unit.reset.livedin import LivedIn, open_rig
 
-    rnd = random.Random(1000 + run)
+    rnd = random.Random(1000 + run + int(os.environ.get("OSE_KILL_SEED", "0")))
     with loop_fs(tmp_path, "ext4", size_mb=1500) as mnt:
         root = unpack_root(mnt / "root")
         (root / "var/lib/ose").mkdir(mode=0o700)
