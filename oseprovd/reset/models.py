@@ -125,6 +125,8 @@ class AnalyzeResult(_Frozen):
     package_changes: tuple[PackageChange, ...] = ()
     skel_trees: tuple[str, ...] = ()  # homes that get /etc/skel copied in after removal
     users_removed: tuple[str, ...] = ()  # accounts created after the baseline (nuclear)
+    # deep: modified conffiles -> (path, package, dpkg's md5, .deb in apt's cache)
+    conffiles_restored: tuple[tuple[str, str, str, str], ...] = ()
     notes: tuple[str, ...] = ()
 
 
@@ -186,6 +188,7 @@ class ExecuteResult(_Frozen):
     skipped_count: NonNegative = 0
     rollback_point: str | None = None
     packages_removed: tuple[str, ...] = ()
+    conffiles_restored: tuple[str, ...] = ()
     state: ExecutionState = "done"
 
 

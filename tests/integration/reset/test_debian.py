@@ -7,6 +7,7 @@ sha256 + lstat + xattrs + ACL manifests taken by test code.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -256,6 +257,9 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
     dpkg_install(root, tool)
     (root / "etc/ose-tool.conf").write_text("x=2\n")  # modified by the admin
     (root / "usr/local/bin/mytool").write_text("#!/bin/sh\n")
+    (root / "etc/debian_version").write_text("13.0-mine\n")  # base-files' conffile
+    with open(root / "etc/adduser.conf", "a") as f:  # adduser's (arch all)
+        f.write("DSHELL=/bin/zsh\n")
     before_set = installed(root)
     before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
     plan = target.engine.preview(Selection(profile="deep"))
@@ -271,7 +275,17 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
     assert "ose-tool" not in status
     assert not (root / "etc/ose-tool.conf").exists()
     assert not (root / "opt/vendor").exists() and (root / "opt").is_dir()
+    # conffiles back to what dpkg recorded (ground truth: dpkg-query's md5sums)
+    assert set(r.conffiles_restored) == {"etc/debian_version", "etc/adduser.conf"}
+    truth = {}
+    for line in dpkg_query(root, "-W", "-f", "${Conffiles}\n").splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0].startswith("/"):
+            truth[f[0].lstrip("/")] = f[1]
+    for rel in r.conffiles_restored:
+        assert hashlib.md5((root / rel).read_bytes()).hexdigest() == truth[rel], rel
     target.engine.rollback(r.execution, target.journal)
+    assert (root / "etc/debian_version").read_text() == "13.0-mine\n"
     assert installed(root) == before_set
     assert (root / "etc/ose-tool.conf").read_text() == "x=2\n"
     diff = treemanifest.differences(before, treemanifest.manifest(
