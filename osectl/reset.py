@@ -17,7 +17,8 @@ PAGE = 1000
 RISK_STYLE = {"safe": "green", "caution": "yellow", "destructive": "bold red"}
 CLASS_ORDER = ("system", "app", "user", "cache", "log", "temp")
 STATE_STYLE = {"done": "green", "rolled_back": "cyan", "interrupted": "bold yellow",
-               "failed": "bold red", "running": "yellow", "rolling_back": "yellow"}
+               "failed": "bold red", "running": "yellow", "rolling_back": "yellow",
+               "rollback_interrupted": "bold yellow"}
 ITEM_COLUMNS = [("path", "Path", None), ("kind", "Kind", None), ("cls", "Class", None),
                 ("risk", "Risk", None), ("bytes", "Size", "bytes"), ("owner", "Owner", None),
                 ("rule", "Rule", None)]

@@ -108,17 +108,18 @@ class PlanRef(Options):
 def execute_action(plan: Plan) -> str:
     """The polkit action a plan needs, from what the engine reports about it:
     - `org.ose.reset.clean` (auth_admin_keep): every item safe and of class cache, log
-      or temp, no package changes, no account removed, no home reset to /etc/skel;
+      or temp, no package changes, no conffile restored, no account removed, no home
+      reset to /etc/skel;
     - `org.ose.reset.userdata` (auth_admin): any item of class user (people's data,
       dotfiles), a home reset to /etc/skel, or an account removed;
-    - `org.ose.reset.system` (auth_admin): everything else (package changes, app data,
-      /opt, /usr/local, anything not safe)."""
+    - `org.ose.reset.system` (auth_admin): everything else (package changes, conffiles
+      back to pristine, app data, /opt, /usr/local, anything not safe)."""
     a = plan.analysis
     present = {cls for cls, t in a.by_class.items() if t.count}
     if a.users_removed or a.skel_trees or "user" in present:
         return Action.RESET_USERDATA
     if (plan.highest_risk == "safe" and present <= CLEAN_CLASSES
-            and not a.package_changes):
+            and not a.package_changes and not a.conffiles_restored):
         return Action.RESET_CLEAN
     return Action.RESET_SYSTEM
 

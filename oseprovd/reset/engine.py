@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from oseprovd.discovery.fsread import MountTable
 from oseprovd.errors import Busy, Cancelled, InvalidArguments, NotApplicable, OseError
 from oseprovd.reset import baseline as baseline_mod
-from oseprovd.reset import dpkgdb
+from oseprovd.reset import conffiles, dpkgdb
 from oseprovd.reset.accounts import USER_NAME, AccountTool, user_paths
 from oseprovd.reset.baseline import BaselineRepository
 from oseprovd.reset.errors import DigestMismatch, ExecutionNotFound, PlanNotFound
@@ -380,7 +380,7 @@ class ResetEngine:
             notes.append(baseline_mod.DISTRIBUTION_NOTE)
         pending = [k for k, v in profile.packages.model_dump().items()
                    if v and k not in ("remove_after_baseline", "purge_data",
-                                      "remove_new_users")]
+                                      "remove_new_users", "restore_conffiles")]
         if pending:
             notes.append("not done by this engine yet (listed, not planned): "
                          + ", ".join(pending))
@@ -420,6 +420,11 @@ class ResetEngine:
             skel_trees=tuple(sorted({a.rel for a in anchors if a.skel}
                                     - {self._home_of(u) for u in removed_users})),
             users_removed=tuple(removed_users),
+            conffiles_restored=tuple(
+                (c.path, c.package, c.md5, c.deb)
+                for c in (conffiles.modified(self.root)
+                          if profile.packages.restore_conffiles else ())
+                if c.package not in {ch.name for ch in changes}),  # going anyway
             notes=tuple(self._notes(profile, base, result)))
 
     def _new_users(self, profile: Profile, selection: Selection,
@@ -624,6 +629,29 @@ class ResetEngine:
             raise DigestMismatch("apt would now remove other packages than the plan "
                                  "shows; preview again")
 
+    def _restore_conffiles(self, plan: Plan, exec_id: str, journal: Journal,
+                           tally: _Tally) -> list[str]:
+        """Idempotent: a conffile that already has dpkg's md5sum is left alone."""
+        done = []
+        journal.record("reset.conffiles", {"op": exec_id})
+        for path, package, md5, deb in plan.analysis.conffiles_restored:
+            item = conffiles.ConffileRestore(path=path, package=package, md5=md5, deb=deb)
+            if not deb:
+                tally.count(path, f"no .deb of {package} in apt's cache: not restored", 0)
+                continue
+            if conffiles.is_pristine(self.root, item):
+                done.append(path)  # a resumed run: restored already
+                continue
+            try:
+                data, mode, uid, gid = conffiles.pristine(self.root, item)
+                conffiles.restore(self.root, item, data, mode, uid, gid)
+            except (OSError, OseError) as exc:
+                tally.count(path, f"conffile not restored: {exc}", 0)
+                continue
+            done.append(path)
+        journal.record("reset.conffiles.done", {"op": exec_id})
+        return done
+
     def _remove_users(self, plan: Plan, exec_id: str, journal: Journal,
                       tally: _Tally) -> None:
         """userdel each account (idempotent), then its home if the reset emptied it."""
@@ -674,6 +702,10 @@ class ResetEngine:
                 journal.record("reset.saved", {"op": exec_id})
             # what could not be saved is not removed, also when resuming
             tally.unsaved = set(self.store.unsaved(exec_id))
+        restored: list[str] = []
+        if plan.analysis.conffiles_restored and not dry_run:
+            # before the items: light's rules remove the cached .debs they come from
+            restored = self._restore_conffiles(plan, exec_id, journal, tally)
         self._remove_items(plan, exec_id, journal, dry_run, tally, progress,
                            check_cancelled)
         if not dry_run:
@@ -692,7 +724,8 @@ class ResetEngine:
                                removed=tally.removed, removed_bytes=tally.removed_bytes,
                                already_gone=tally.gone, skipped=tuple(tally.skipped),
                                skipped_count=tally.skipped_count, rollback_point=snapshot,
-                               packages_removed=tuple(removed_pkgs))
+                               packages_removed=tuple(removed_pkgs),
+                               conffiles_restored=tuple(restored))
         journal.record("reset.done", {"op": exec_id, "removed": tally.removed,
                                       "skipped": tally.skipped_count})
         if not dry_run:
@@ -802,6 +835,10 @@ class ResetEngine:
             # first, and created=True: a restore removes what skel put into them
             journal.record("reset.save", {"op": exec_id, "skel": True})
             self._save_aux(exec_id, snapshot, skel_targets, created=True)
+        if plan.analysis.conffiles_restored:
+            journal.record("reset.save", {"op": exec_id, "conffiles": True})
+            self._save_aux(exec_id, snapshot,
+                           [c[0] for c in plan.analysis.conffiles_restored], created=False)
         if plan.analysis.users_removed:
             names = list(plan.analysis.users_removed)
             extra_u = user_paths(names) + [h for h in map(self._home_of, names) if h]
@@ -941,9 +978,11 @@ class ResetEngine:
         out = []
         for r in self.store.list_executions():
             if r.state in ("running", "rolling_back"):
-                self.store.update_execution(r.id, state="interrupted")
-                out.append(r.model_copy(update={"state": "interrupted"}))
-            elif r.state == "interrupted":
+                state: ExecutionState = ("interrupted" if r.state == "running"
+                                         else "rollback_interrupted")
+                self.store.update_execution(r.id, state=state)
+                out.append(r.model_copy(update={"state": state}))
+            elif r.state in ("interrupted", "rollback_interrupted"):
                 out.append(r)
         return out
 
@@ -954,14 +993,13 @@ class ResetEngine:
         if it wasn't, save what wasn't saved, remove what is left (removals already
         done count as gone)."""
         record = self.get_execution(exec_id)
-        if record.state in ("rolled_back", "rolling_back"):
-            raise NotApplicable(f"execution {exec_id} was rolled back; preview again")
+        mine = [d for d in self.decisions(entries) if d.execution == exec_id]
+        if record.state in ("rolled_back", "rolling_back", "rollback_interrupted") or (
+                mine and mine[0].rollback_started):
+            raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
+                                "Rollback (or preview again)")
         if record.state == "done" and record.result is not None:
             return record.result
-        mine = [d for d in self.decisions(entries) if d.execution == exec_id]
-        if mine and mine[0].rollback_started:
-            raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
-                                "Rollback")
         d = mine[0] if mine else RecoveryDecision(
             execution=exec_id, plan=record.plan, snapshot=None, saved=False,
             deleting=False, finished=False, rolled_back=False)

@@ -11,8 +11,10 @@ ItemClass = Literal["system", "app", "user", "cache", "log", "temp"]
 Risk = Literal["safe", "caution", "destructive"]
 ItemKind = Literal["file", "dir", "symlink", "other"]
 BaselineSource = Literal["captured", "distribution"]
+# rollback_interrupted: a rollback was under way when the process died; only a
+# rollback may continue it
 ExecutionState = Literal["running", "done", "failed", "interrupted", "rolled_back",
-                         "rolling_back"]
+                         "rolling_back", "rollback_interrupted"]
 
 CLASSES: tuple[ItemClass, ...] = ("system", "app", "user", "cache", "log", "temp")
 RISKS: tuple[Risk, ...] = ("safe", "caution", "destructive")
@@ -123,6 +125,8 @@ class AnalyzeResult(_Frozen):
     package_changes: tuple[PackageChange, ...] = ()
     skel_trees: tuple[str, ...] = ()  # homes that get /etc/skel copied in after removal
     users_removed: tuple[str, ...] = ()  # accounts created after the baseline (nuclear)
+    # deep: modified conffiles -> (path, package, dpkg's md5, .deb in apt's cache)
+    conffiles_restored: tuple[tuple[str, str, str, str], ...] = ()
     notes: tuple[str, ...] = ()
 
 
@@ -184,6 +188,7 @@ class ExecuteResult(_Frozen):
     skipped_count: NonNegative = 0
     rollback_point: str | None = None
     packages_removed: tuple[str, ...] = ()
+    conffiles_restored: tuple[str, ...] = ()
     state: ExecutionState = "done"
 
 

@@ -44,7 +44,10 @@ class Anchor:
     cls: ItemClass
     risk: Risk
     names: tuple[str, ...]
-    min_mtime_ns: int | None  # entries modified after this are too young
+    # entries modified (or, files, read) after this are too young: a file in use is
+    # kept, as systemd-tmpfiles keeps it (directories: mtime only, our own listing
+    # moves their atime)
+    min_mtime_ns: int | None
     exclude: tuple[str, ...]
     # names select the tree's top-level entries only, each taken whole (dotfiles)
     top_level: bool = False
@@ -168,7 +171,8 @@ class _Walker:
         if self.names is not None and not a.top_level and (
                 is_dir or not self.names.fullmatch(rel.rsplit("/", 1)[-1])):
             return None
-        if a.min_mtime_ns is not None and st.st_mtime_ns > a.min_mtime_ns:
+        if a.min_mtime_ns is not None and (st.st_mtime_ns > a.min_mtime_ns or (
+                not is_dir and st.st_atime_ns > a.min_mtime_ns)):
             return None
         if self.include is not None and not self.include.fullmatch(rel):
             return None
@@ -235,7 +239,8 @@ class _Walker:
         if names is not None and not names.fullmatch(name):
             return False
         min_mtime = self.min_mtime
-        if min_mtime is not None and st.st_mtime_ns > min_mtime:
+        if min_mtime is not None and (st.st_mtime_ns > min_mtime
+                                      or st.st_atime_ns > min_mtime):
             return False
         if self.include is not None and not self.include.fullmatch(rel):
             return False

@@ -7,6 +7,7 @@ sha256 + lstat + xattrs + ACL manifests taken by test code.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -153,7 +154,8 @@ def test_baseline_matches_dpkg_and_the_chroot(target: Target) -> None:
             conf_truth.add((f[0], f[1]))
     assert {(c.path, c.md5) for c in base.conffiles} == conf_truth
     assert conf_truth  # minbase has conffiles (e.g. /etc/debian_version's package)
-    getent = subprocess.run(["chroot", str(root), "getent", "passwd"], check=True,
+    getent = subprocess.run([require("chroot", "ground truth"), str(root), "getent",
+                             "passwd"], check=True,
                             capture_output=True, text=True).stdout
     assert {(u.name, u.id) for u in base.users} == {
         (f.split(":")[0], int(f.split(":")[2])) for f in getent.splitlines()}
@@ -255,6 +257,9 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
     dpkg_install(root, tool)
     (root / "etc/ose-tool.conf").write_text("x=2\n")  # modified by the admin
     (root / "usr/local/bin/mytool").write_text("#!/bin/sh\n")
+    (root / "etc/debian_version").write_text("13.0-mine\n")  # base-files' conffile
+    with open(root / "etc/adduser.conf", "a") as f:  # adduser's (arch all)
+        f.write("DSHELL=/bin/zsh\n")
     before_set = installed(root)
     before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
     plan = target.engine.preview(Selection(profile="deep"))
@@ -270,7 +275,17 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
     assert "ose-tool" not in status
     assert not (root / "etc/ose-tool.conf").exists()
     assert not (root / "opt/vendor").exists() and (root / "opt").is_dir()
+    # conffiles back to what dpkg recorded (ground truth: dpkg-query's md5sums)
+    assert set(r.conffiles_restored) == {"etc/debian_version", "etc/adduser.conf"}
+    truth = {}
+    for line in dpkg_query(root, "-W", "-f", "${Conffiles}\n").splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0].startswith("/"):
+            truth[f[0].lstrip("/")] = f[1]
+    for rel in r.conffiles_restored:
+        assert hashlib.md5((root / rel).read_bytes()).hexdigest() == truth[rel], rel
     target.engine.rollback(r.execution, target.journal)
+    assert (root / "etc/debian_version").read_text() == "13.0-mine\n"
     assert installed(root) == before_set
     assert (root / "etc/ose-tool.conf").read_text() == "x=2\n"
     diff = treemanifest.differences(before, treemanifest.manifest(
@@ -279,7 +294,8 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
 
 
 def getent(root: Path, db: str) -> set[str]:
-    return set(subprocess.run(["chroot", str(root), "getent", db], check=True,
+    return set(subprocess.run([require("chroot", "ground truth"), str(root), "getent", db],
+                              check=True,
                               capture_output=True, text=True).stdout.splitlines())
 
 
@@ -330,7 +346,7 @@ def test_kill_during_medium_then_recover(tmp_path: Path, run: int) -> None:
     from tests.harness.components import REPO_ROOT
     from tests.unit.reset.livedin import LivedIn, open_rig
 
-    rnd = random.Random(1000 + run)
+    rnd = random.Random(1000 + run + int(os.environ.get("OSE_KILL_SEED", "0")))
     with loop_fs(tmp_path, "ext4", size_mb=1500) as mnt:
         root = unpack_root(mnt / "root")
         (root / "var/lib/ose").mkdir(mode=0o700)

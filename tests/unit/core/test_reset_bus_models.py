@@ -28,6 +28,8 @@ def test_the_action_follows_what_the_plan_touches() -> None:
     assert execute_action(plan({"cache": 1}, package_changes=(PackageChange(
         action="remove", name="hello", architecture="amd64", version="1",
         reason="after baseline"),))) == "org.ose.reset.system"
+    assert execute_action(plan({"cache": 1}, conffiles_restored=(
+        ("/etc/x.conf", "x", "0" * 32, "x.deb"),))) == "org.ose.reset.system"
     assert execute_action(plan({"user": 1}, risk="destructive")) == "org.ose.reset.userdata"
     assert execute_action(plan({"cache": 1}, skel_trees=("home/a",))) == \
         "org.ose.reset.userdata"

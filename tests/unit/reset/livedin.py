@@ -251,5 +251,7 @@ def warm_atimes(root: Path) -> None:
             p = os.path.join(dirpath, name)
             if not os.path.islink(p):
                 st = os.lstat(p)
-                if st.st_atime_ns <= now:  # idempotent: ahead already stays ahead
+                # idempotent (ahead stays ahead); files planted old keep their old
+                # atime, or the age rules would see them as read just now
+                if st.st_atime_ns <= now and st.st_mtime_ns > now - DAY * 10**9:
                     os.utime(p, ns=(ahead, st.st_mtime_ns), follow_symlinks=False)

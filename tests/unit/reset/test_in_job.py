@@ -5,11 +5,8 @@ steps drive resume."""
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from oseprovd.jobs import JobContext, JobManager
 from oseprovd.reset.engine import JobJournal, entries_from_steps
@@ -17,8 +14,6 @@ from oseprovd.reset.models import ExecuteOptions, Selection
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRepository, JobState
 from tests.unit.reset.livedin import all_paths, make_rig
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chowns sandbox files")
 
 
 def test_execute_as_a_job_then_cancel_and_resume(tmp_path: Path) -> None:

@@ -18,8 +18,6 @@ from oseprovd.snapshots.journal import read_journal
 from tests.harness import treemanifest
 from tests.unit.reset.livedin import all_paths, make_rig, warm_atimes
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chowns sandbox files")
-
 LIGHT = Selection(profile="light")
 
 
@@ -262,3 +260,16 @@ def test_a_second_change_while_one_runs_is_busy(tmp_path: Path) -> None:
         release.set()
         t.join()
     assert len(rig.engine.list_executions()) == 1
+
+
+def test_old_tmp_keeps_files_read_recently(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    p = rig.root / "tmp/old-but-read"
+    p.write_text("x")
+    month = 30 * 86400
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - month * 10**9))  # old mtime, fresh atime
+    plan = rig.engine.preview(LIGHT)
+    paths = {i.path for i in rig.engine.plan_items(plan.id, 0, 10000)}
+    assert "tmp/old-but-read" not in paths
+    assert "tmp/old-download.iso" in paths

@@ -16,6 +16,7 @@ from oseprovd.reset import baseline, dpkgdb
 from oseprovd.reset.engine import JobJournal, check_execution_id, check_plan_id
 from oseprovd.reset.profiles import ProfileCatalog
 from oseprovd.system.rootfs import TargetRoot
+from tests.harness.components import require
 from tests.unit.reset.livedin import STATUS
 
 
@@ -95,7 +96,8 @@ def test_conffiles_parsed_as_dpkg_query_prints_them(tmp_path: Path) -> None:
     (admin / "info").mkdir(parents=True)
     (admin / "status").write_text(STATUS)
     (admin / "available").write_text("")
-    out = subprocess.run(["dpkg-query", f"--admindir={admin}", "-W", "-f",
+    out = subprocess.run([require("dpkg-query", "ground truth"), f"--admindir={admin}",
+                          "-W", "-f",
                           "${Package}\\n${Conffiles}\\n"], check=True, capture_output=True,
                          text=True).stdout
     truth = set()
@@ -165,7 +167,8 @@ def test_ownership_index_matches_dpkg_query_on_this_machine() -> None:
     own = dpkgdb.Ownership.load(TargetRoot("/"), prefixes)
     assert own.owners, "this machine's dpkg lists nothing under the prefixes?"
     sample = sorted(own.owners)[:25]
-    out = subprocess.run(["dpkg-query", "-S", "--", *[f"/{p}" for p in sample]],
+    out = subprocess.run([require("dpkg-query", "ground truth"), "-S", "--",
+                          *[f"/{p}" for p in sample]],
                          capture_output=True, text=True, check=False).stdout
     truth: dict[str, set[str]] = {}
     for line in out.splitlines():
