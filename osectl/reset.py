@@ -13,7 +13,7 @@ from osectl.snapshot import _confirm
 from oseprovd.bus.names import IFACE_RESET, SERVICE_PATHS
 
 PATH = SERVICE_PATHS[IFACE_RESET]
-PAGE = 1000
+PAGE = 5000  # the daemon's largest page: fewest calls under its rate limit
 RISK_STYLE = {"safe": "green", "caution": "yellow", "destructive": "bold red"}
 CLASS_ORDER = ("system", "app", "user", "cache", "log", "temp")
 STATE_STYLE = {"done": "green", "rolled_back": "cyan", "interrupted": "bold yellow",
@@ -221,7 +221,7 @@ def preview(ctx: Ctx, /, **kw: Any) -> None:
 @click.argument("plan_id")
 @click.option("--offset", default=0, type=click.IntRange(0), show_default=True)
 @click.option("--limit", default=100, type=click.IntRange(1), show_default=True,
-              help="How many items (pages of 1000 are fetched).")
+              help="How many items (fetched in pages of 5000).")
 @pass_ctx
 def items(ctx: Ctx, plan_id: str, offset: int, limit: int) -> None:
     """The items of PLAN_ID, in path order."""
