@@ -416,3 +416,46 @@ def test_cancel_stops_between_batches_and_leaves_it_interrupted(rig: Rig) -> Non
     assert len(os.listdir(big)) == left  # it really stopped
     done = run_job(addr, rcall(addr, "Resume", "s", ex["id"]))
     assert done["skipped_count"] == 0 and not big.exists()
+
+
+ROOT_CONFIG = """\
+backend = "copy"
+path = "/"
+snapshot_dir = "/srv/ose-rollback"
+"""
+
+
+def test_a_rollback_store_inside_the_root_is_never_an_item(ose_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A snapshots.d config (as an admin writes it) puts the copy store inside the
+    target root: a plan never names it, even when asked to empty the tree holding it,
+    and Execute + Rollback work through it."""
+    d = ose_daemon.start(start=False, extra_args=["--snapshot-timer", "0"])
+    tree = build(d.root)
+    etc = d.root / "etc/ose/snapshots.d"
+    etc.mkdir(parents=True)
+    (etc / "root.toml").write_text(ROOT_CONFIG)
+    (d.root / "srv/ose-rollback").mkdir(parents=True, mode=0o700)
+    (d.root / "srv/ose-rollback/planted").write_bytes(b"inside the store\n")
+    (d.root / "srv/www").mkdir()
+    (d.root / "srv/www/index.html").write_bytes(b"<p>site</p>\n")
+    d.start()
+    addr = d.bus_address
+    wide = run_job(addr, rcall(addr, "Preview", "a{sv}", {
+        "profile": Variant("s", "light"), "add_paths": Variant("as", ["srv"])}))
+    paths = {i["path"] for i in pages(addr, wide["id"], 5000)}
+    # A tree holding the rollback store is not taken at all (the engine refuses an
+    # anchor with a refused path inside); the light items still are.
+    assert not any(p.startswith("srv") for p in paths)
+    assert tree.light_removes <= paths
+    store = b"srv/ose-rollback"
+    warm_atimes(d.root)
+    before = treemanifest.manifest(d.root, exclude=(b"var/lib/ose", store))
+    plan = run_job(addr, rcall(addr, "Preview", "a{sv}", LIGHT))
+    result = run_job(addr, rcall(addr, "Execute", "ssa{sv}", plan["id"], plan["digest"], {}))
+    assert result["removed"] == len(tree.light_removes)
+    assert any(p.name == result["rollback_point"]
+               for p in (d.root / "srv/ose-rollback").iterdir())
+    run_job(addr, rcall(addr, "Rollback", "s", result["execution"]))
+    warm_atimes(d.root)
+    after = treemanifest.manifest(d.root, exclude=(b"var/lib/ose", store))
+    assert treemanifest.differences(before, after) == []
