@@ -243,6 +243,15 @@ def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
 
 def test_osectl_reset_json(rig: Rig) -> None:
     addr, root = rig.address, rig.root
+    async def features() -> Any:
+        bus = await connect(addr)
+        try:
+            (v,) = await call(bus, NAME, "/org/ose/Provisioning1", PROPS, "Get", "ss",
+                              ["org.ose.Manager1", "Features"])
+            return v.value
+        finally:
+            bus.disconnect()
+    assert "org.ose.Reset1" in asyncio.run(features())
     profiles = last_json(osectl(addr, "--json", "reset", "profiles"))
     assert {"light", "medium", "deep", "nuclear"} <= {p["name"] for p in profiles}
     assert last_json(osectl(addr, "--json", "reset", "baseline"))["source"] == "distribution"
