@@ -54,7 +54,8 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("virtualization", virt.collect, 5.0, minimal=True),
     CollectorSpec("cloud", cloud.collect, 5.0),
     CollectorSpec("os", osinfo.collect, 5.0, minimal=True),
-    CollectorSpec("packages", packages.collect, 30.0),
+    # rpm (12 s), flatpak (8 s) and snap (5 s) each have their own timeout inside.
+    CollectorSpec("packages", packages.collect, 45.0),
     CollectorSpec("services", services.collect, 20.0),
     CollectorSpec("applications", applications.collect, 20.0),
     CollectorSpec("sockets", sockets.collect, 15.0),

@@ -334,7 +334,7 @@ def firewall_findings(info: FirewallInfo) -> list[Finding]:
 
 def security_updates(roots: SystemRoots, target: TargetReader) -> PendingUpdates:
     installed = [(p.name, p.architecture or "", p.version or "")
-                 for p in packages.collect(roots).packages
+                 for p in packages.dpkg_info(target).packages
                  if p.state == "installed" and p.version]
     return aptupdates.pending_security_updates(target, installed)
 
