@@ -9,20 +9,24 @@ suite (suite or codename ending in '-security'), which is what `apt list --upgra
 shows as '.../...-security'.
 
 Why not python-apt: it works on one apt configuration (the host's) and builds apt's whole
-cache; here the target may be a mounted image and we need three fields per package.
-lz4 has no module in the standard library; the `lz4` tool (Debian package lz4, which apt
-itself depends on through liblz4) decompresses, fed through a pipe with bytes read by the
-root-clamped reader, so nothing in the target is opened by path by another program.
+cache; here the target may be a mounted image and we need three fields per package (and
+its TagFile detects compression only from a file name, not from an open descriptor).
+lz4 has no module in the standard library: the `lz4` PyPI module (its frame format is
+what apt writes) decompresses when installed, else the `lz4` tool (Debian package lz4),
+fed through a pipe. Either way the bytes come from the root-clamped reader, so nothing in
+the target is opened by path by another program.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib
 import lzma
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from pydantic import BaseModel
 
@@ -136,8 +140,27 @@ def parse_release(text: str) -> _Release:
     return _Release(suite=found.get("Suite", ""), codename=found.get("Codename", ""))
 
 
-def decompress(name: str, data: bytes) -> bytes | None:
-    """The plain index; None when it can't be decompressed here."""
+def _lz4_module() -> ModuleType | None:
+    # Optional (a venv may lack it): imported by name, so type checking needs no stubs.
+    try:
+        return importlib.import_module("lz4.frame")
+    except ImportError:
+        return None
+
+
+def _lz4_with_module(module: ModuleType, data: bytes) -> bytes | None:
+    decompressor = module.LZ4FrameDecompressor()
+    try:
+        plain = decompressor.decompress(data, max_length=MAX_PLAIN_BYTES)
+    except RuntimeError:  # what lz4.frame raises for a corrupt frame
+        return None
+    # Not at the frame's end: cut short, or larger than we accept.
+    return plain if isinstance(plain, bytes) and decompressor.eof else None
+
+
+def decompress(name: str, data: bytes, use_module: bool = True) -> bytes | None:
+    """The plain index; None when it can't be decompressed here. `use_module=False`
+    skips the lz4 module (the tool's path, for tests)."""
     try:
         if name.endswith(".gz"):
             return gzip.decompress(data)
@@ -147,6 +170,9 @@ def decompress(name: str, data: bytes) -> bytes | None:
         return None
     if not name.endswith(".lz4"):
         return data
+    module = _lz4_module() if use_module else None
+    if module is not None:
+        return _lz4_with_module(module, data)
     tool = shutil.which("lz4", path=_CLEAN_ENV["PATH"])
     if tool is None:
         return None

@@ -340,9 +340,17 @@ def security_updates(roots: SystemRoots, target: TargetReader) -> PendingUpdates
 
 
 def update_findings(pending: PendingUpdates) -> list[Finding]:
+    findings = []
+    if pending.unreadable:
+        findings.append(Finding(
+            id="packages.lists-unreadable", severity="low",
+            title="some apt lists could not be read: security updates may be missing",
+            evidence=pending.unreadable,
+            remediation="Install the lz4 tool (or the lz4 Python module), or run "
+                        "apt-get update to refresh damaged lists."))
     if not pending.updates:
-        return []
-    return [Finding(
+        return findings
+    return [*findings, Finding(
         id="packages.security-updates", severity="high",
         title="security updates are available but not installed",
         evidence=[f"{u.name}:{u.architecture} {u.installed_version} -> "

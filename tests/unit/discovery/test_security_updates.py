@@ -8,6 +8,9 @@ import gzip
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from oseprovd.discovery import aptupdates
 from oseprovd.discovery.aptupdates import compare_versions, pending_security_updates
 from oseprovd.discovery.collectors import security
 from oseprovd.discovery.fsread import target_reader
@@ -85,6 +88,28 @@ def test_sandbox_known_answer(sandbox: Path) -> None:
     }
     finding = next(f for f in info.findings if f.id == "packages.security-updates")
     assert len(finding.evidence) == 2
+
+
+@pytest.mark.parametrize("use_module", [True, False], ids=["lz4-module", "lz4-tool"])
+def test_lz4_both_ways(use_module: bool) -> None:
+    if use_module:
+        pytest.importorskip("lz4.frame")  # optional: the tool is the fallback
+    plain = _index(("a", "amd64", "1")) * 1000
+    packed = _lz4(plain)
+    assert aptupdates.decompress("x_Packages.lz4", packed, use_module) == plain
+    assert aptupdates.decompress("x_Packages.lz4", packed[:-20], use_module) is None
+    assert aptupdates.decompress("x_Packages.lz4", b"garbage" * 9, use_module) is None
+
+
+def test_a_damaged_list_is_named(sandbox: Path) -> None:
+    _machine(sandbox)
+    damaged = sandbox / LISTS / f"{SEC}updates_main_binary-amd64_Packages.lz4"
+    damaged.write_bytes(damaged.read_bytes()[:-30])
+    info = security.collect(SystemRoots.sandbox(sandbox))
+    assert info.security_updates.unreadable == [damaged.name]
+    assert info.security_updates.updates == []
+    finding = next(f for f in info.findings if f.id == "packages.lists-unreadable")
+    assert finding.evidence == [damaged.name]
 
 
 def test_no_lists_is_not_checked(sandbox: Path) -> None:
