@@ -5,14 +5,19 @@ exports a table."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from oseprovd.discovery.collectors import memory
 from oseprovd.discovery.redact import redact
 from oseprovd.discovery.roots import SystemRoots
 from oseprovd.discovery.smbios import MemoryDevice
-from tests.unit.discovery.helpers import run_tool, write
+from tests.harness.components import REPO_ROOT, require_root
+from tests.unit.discovery.helpers import require_tool, run_tool, write
 
 MIB = 1 << 20
 UNITS = {"bytes": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
@@ -159,6 +164,34 @@ def test_unreadable_and_absent_tables(sandbox: Path) -> None:
         assert (info.dimm_table, info.dimms) == ("denied", [])
     path.write_bytes(b"\x11\x40\x00")  # truncated: no structure, no exception
     assert memory.collect(SystemRoots.sandbox(sandbox)).dimms == []
+
+
+def test_a_table_only_root_may_read_is_denied() -> None:
+    """As the kernel's is (0400 root): another user gets 'denied', not 'absent'."""
+    require_root("switches to user nobody to read a root-only table")
+    setpriv = require_tool("setpriv")
+    base = Path(tempfile.mkdtemp(prefix="ose-dimm-"))
+    try:
+        base.chmod(0o755)
+        for sub in ("proc", "sys/firmware/dmi/tables"):
+            (base / sub).mkdir(parents=True)
+        table = base / "sys/firmware/dmi/tables/DMI"
+        table.write_bytes(_table())
+        table.chmod(0o400)
+        code = ("import sys; from pathlib import Path; "
+                "from oseprovd.discovery.collectors.memory import dimms; "
+                "from oseprovd.discovery.roots import SystemRoots; "
+                "state, found = dimms(SystemRoots.sandbox(Path(sys.argv[1]))); "
+                "print(state, len(found))")
+        done = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", code, str(base)], capture_output=True, text=True, timeout=30,
+            cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["denied", "0"]
+        assert memory.dimms(SystemRoots.sandbox(base))[0] == "read"  # root reads it
+    finally:
+        shutil.rmtree(base)
 
 
 def test_this_machine_matches_dmidecode() -> None:
