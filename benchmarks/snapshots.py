@@ -9,8 +9,8 @@ change, not the tree). Medians of several rounds; ratios are what to read.
 
     .venv/bin/python -m benchmarks.snapshots [--sizes 10000,100000] [--rounds 7]
 
-Run as root from the repository root. The engine is called directly (the D-Bus side
-comes later); snapper is not compared yet (it needs snapperd on a private bus).
+Run as root from the repository root. The engine is called directly; the D-Bus side is
+benchmarks/snapshots_bus.py, snapper side by side benchmarks/snapper_side_by_side.py.
 """
 
 from __future__ import annotations

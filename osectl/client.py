@@ -9,6 +9,9 @@ from osectl import wire
 from osectl.errors import CliError, from_dbus, unreachable
 from oseprovd.bus.names import (
     BUS_NAME,
+    DBUS_BUS_NAME,
+    DBUS_IFACE,
+    DBUS_PATH,
     DBUS_PROPERTIES_IFACE,
     IFACE_JOB,
     IFACE_MANAGER,
@@ -53,6 +56,16 @@ class Client:
             raise CliError("org.ose.Client.ProtocolError", f"bad answer from the bus: {exc}"
                            ) from None
         return reply[0] if len(reply) == 1 else reply
+
+    def daemon_pid(self) -> int | None:
+        """The process id of the daemon owning our bus name, from the bus itself."""
+        try:
+            reply = self._connection().call(
+                DBUS_BUS_NAME, DBUS_PATH, DBUS_IFACE, "GetConnectionUnixProcessID", "s",
+                [BUS_NAME], timeout=5.0)
+        except wire.WireError:
+            return None
+        return int(reply[0]) if reply else None
 
     # --- Manager1 -----------------------------------------------------------------------
 

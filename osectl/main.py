@@ -10,9 +10,11 @@ import click
 from osectl.audit import audit
 from osectl.client import Client
 from osectl.context import Ctx
+from osectl.discover import discover, profile, report, scan
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.jobs import jobs
 from osectl.render import Output
+from osectl.snapshot import snapshot
 from osectl.status import status
 from osectl.tune import tune
 
@@ -52,6 +54,11 @@ cli.add_command(status)
 cli.add_command(jobs)
 cli.add_command(audit)
 cli.add_command(tune)
+cli.add_command(snapshot)
+cli.add_command(discover)
+cli.add_command(scan)
+cli.add_command(report)
+cli.add_command(profile)
 
 
 def main(argv: list[str] | None = None) -> None:

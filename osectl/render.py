@@ -59,13 +59,15 @@ class Output:
             self.json(value)
             return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=title, show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
         table.add_column()
         for key, label, fmt in fields:
             if key in value:
-                table.add_row(label, _fmt(value[key], fmt))
+                # Text, not str: values come from the machine ("[/x]" is not markup).
+                table.add_row(label, Text(_fmt(value[key], fmt)))
         self.console.print(table)
 
     def table(self, rows: list[dict[str, Any]], title: str,
@@ -77,19 +79,20 @@ class Output:
             self.console.print(empty)
             return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=title)
         for _, label, _ in columns:
             table.add_column(label)
         for row in rows:
-            table.add_row(*(_fmt(row.get(key, ""), fmt) for key, _, fmt in columns))
+            table.add_row(*(Text(_fmt(row.get(key, ""), fmt)) for key, _, fmt in columns))
         self.console.print(table)
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:
         if self.as_json:
             self.json(data if data is not None else {"message": text})
         else:
-            self.console.print(text)
+            self.console.print(text, markup=False)
 
     def error(self, err: CliError) -> None:
         if self.as_json:

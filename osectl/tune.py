@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from osectl.context import Ctx, pass_ctx
+from osectl.context import Ctx, follow_job, pass_ctx
 from osectl.errors import EXIT_FAILED
 from oseprovd.bus.names import IFACE_TUNING, SERVICE_PATHS
 
@@ -23,17 +23,6 @@ OUTCOME_COLUMNS = [("knob", "Knob", None), ("before", "Before", None),
 
 def _call(ctx: Ctx, member: str, signature: str = "", *body: Any) -> Any:
     return ctx.client.call(PATH, IFACE_TUNING, member, signature, body)
-
-
-def _run_job(ctx: Ctx, path: str, label: str) -> dict[str, Any]:
-    """Follow a job to its end; its final properties, or exit 1 if it did not succeed."""
-    job_id = int(path.rsplit("/", 1)[1])
-    last = ctx.out.progress(ctx.client.watch_job(job_id), label)
-    if last.get("State") != "succeeded":
-        error = last.get("Error") or ["", ""]
-        ctx.out.message(f"{label} {last.get('State', 'failed')}: {error[1]}")
-        sys.exit(EXIT_FAILED)
-    return last
 
 
 @click.group()
@@ -93,8 +82,7 @@ def apply(ctx: Ctx, profile: str, dry_run: bool, skip_power: bool) -> None:
     """Apply PROFILE (the active one is reverted first)."""
     path = _call(ctx, "Apply", "sa{sv}", profile,
                  {"dry_run": dry_run, "skip_power": skip_power})
-    last = _run_job(ctx, path, f"apply {profile}")
-    result = last.get("Result", {})
+    result = follow_job(ctx, path, f"apply {profile}")
     if ctx.out.as_json:
         ctx.out.json(result)
     elif dry_run:
@@ -125,8 +113,7 @@ def verify(ctx: Ctx) -> None:
 @pass_ctx
 def revert(ctx: Ctx) -> None:
     """Restore every value the active profile changed."""
-    last = _run_job(ctx, _call(ctx, "Revert"), "revert")
-    result = last.get("Result", {})
+    result = follow_job(ctx, _call(ctx, "Revert"), "revert")
     if ctx.out.as_json:
         ctx.out.json(result)
     else:
@@ -156,9 +143,8 @@ def hold(ctx: Ctx, profile: str, reason: str, app_id: str) -> None:
 @pass_ctx
 def bench(ctx: Ctx, suite: str, runs: int) -> None:
     """Measure this machine under the active profile (for `tune compare`)."""
-    last = _run_job(ctx, _call(ctx, "Benchmark", "sa{sv}", suite, {"runs": runs}),
-                    f"benchmark {suite}")
-    result = last.get("Result", {})
+    result = follow_job(ctx, _call(ctx, "Benchmark", "sa{sv}", suite, {"runs": runs}),
+                        f"benchmark {suite}")
     ctx.out.message(f"benchmark {result.get('id')} stored (profile "
                     f"{result.get('profile') or 'none'})", result)
 

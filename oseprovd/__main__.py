@@ -21,6 +21,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", type=Path, help="state directory (default /var/lib/oseprovd)")
     p.add_argument("--config", type=Path,
                    help="configuration file (default /etc/ose/oseprovd.toml)")
+    p.add_argument("--snapshot-timer", type=float, metavar="SECONDS",
+                   help="seconds between timeline snapshots and cleanup (0: off; default 3600)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--apply-tuning", action="store_true",
                    help="apply the active tuning profile and exit (at boot, without D-Bus)")
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             "bus": args.bus, "root": args.root, "state_dir": args.state_dir,
             "proc_root": args.proc_root, "sys_root": args.sys_root,
             "log_level": args.log_level, "test_interface": args.test_interface,
+            "snapshot_timer_seconds": args.snapshot_timer,
         })
     except OseError as exc:  # a bad config file is a usage error, like a bad flag
         print(f"oseprovd: {exc}", file=sys.stderr)

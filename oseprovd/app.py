@@ -7,16 +7,20 @@ import contextlib
 import gc
 import logging
 import signal
+import threading
 import time
+from pathlib import Path
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
+from pydantic import BaseModel
 
 from oseprovd import __version__
 from oseprovd.bus import guard
 from oseprovd.bus.auth import PolkitAuthorizer
 from oseprovd.bus.caller import CallerResolver
+from oseprovd.bus.discovery import DiscoveryInterface
 from oseprovd.bus.guard import BusContext, TokenBuckets
 from oseprovd.bus.job import JobExporter
 from oseprovd.bus.manager import ManagerInterface
@@ -29,20 +33,34 @@ from oseprovd.bus.names import (
     SERVICE_PATHS,
 )
 from oseprovd.bus.namewatch import NameWatch
+from oseprovd.bus.snapshots import SnapshotsInterface
+from oseprovd.bus.systemd_units import SystemdUnitStates
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
-from oseprovd.config import Settings
+from oseprovd.config import Limits, Settings
+from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
+from oseprovd.discovery.registry import CollectorSpec
+from oseprovd.errors import OseError
 from oseprovd.jobs import JobManager
 from oseprovd.log import MSG_READY, MSG_STARTED, MSG_STOPPING
 from oseprovd.notify import notify, watchdog_interval, watchdog_loop
+from oseprovd.snapshots import config as snapshot_config
+from oseprovd.snapshots.backend import SnapshotBackend
+from oseprovd.snapshots.engine import SnapshotEngine
+from oseprovd.snapshots.journal import FileJournal as SnapshotJournal
+from oseprovd.snapshots.models import SnapshotConfig
+from oseprovd.snapshots.timer import retention_timer
 from oseprovd.store.audit import AuditRepository
 from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
+from oseprovd.store.reports import ReportRepository
+from oseprovd.store.snapshots import DiffPages, StoreSnapshotRepository
+from oseprovd.system.memory import limit_malloc_arenas
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
 from oseprovd.tuning.engine import TuningEngine
-from oseprovd.tuning.facts import MachineFacts
-from oseprovd.tuning.hostfacts import read_machine_facts
+from oseprovd.tuning.facts import MachineFacts, detect_power_managers
+from oseprovd.tuning.fromdiscovery import FACTS_SUBSET, machine_facts_from_report
 from oseprovd.tuning.journal import FileJournal
 from oseprovd.tuning.network import ModprobeLoader
 from oseprovd.tuning.profiles import ProfileCatalog
@@ -77,6 +95,12 @@ class StatusLine:
         self._update()
 
 
+def discovery_engine(s: Settings) -> DiscoveryEngine:
+    """The discovery engine over this daemon's roots (tuning's machine facts come from
+    it; one DiscoveryCache over it can serve Discovery1 too)."""
+    return DiscoveryEngine(SystemRoots(target=s.root, proc=s.proc_root, sys=s.sys_root))
+
+
 def tuning_engine(s: Settings) -> TuningEngine:
     """The tuning engine over this daemon's roots; also used by --apply-tuning at boot."""
     roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
@@ -98,8 +122,10 @@ def apply_tuning_at_boot(s: Settings) -> int:
     if profile is None:
         print("oseprovd: no tuning profile is active; nothing to apply")
         return 0
-    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
-    result = engine.apply(profile, read_machine_facts(roots, []))
+    # No bus yet: other power managers are known by their pid files only.
+    report = discovery_engine(s).collect_sync(FACTS_SUBSET)
+    managers = detect_power_managers([], TargetRoot(s.root), TargetRoot(s.proc_root))
+    result = engine.apply(profile, machine_facts_from_report(report, managers))
     changed = sum(1 for o in result.outcomes if o.status == "changed")
     failed = [o.knob for o in result.outcomes if o.status in ("failed", "did-not-take")]
     print(f"oseprovd: tuning profile {profile} applied: {changed} values set"
@@ -108,9 +134,12 @@ def apply_tuning_at_boot(s: Settings) -> int:
 
 
 def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatch,
-                 bus: MessageBus) -> TuningInterface:
+                 bus: MessageBus, discovery: DiscoveryCache | None = None) -> TuningInterface:
+    """The Tuning1 object; its machine facts come from `discovery` (a cache shared with
+    Discovery1 when given, else one of its own)."""
     engine = tuning_engine(s)
-    roots = TuningRoots(TargetRoot(s.proc_root), TargetRoot(s.sys_root), TargetRoot(s.root))
+    cache = discovery or DiscoveryCache(discovery_engine(s))
+    target, proc = TargetRoot(s.root), TargetRoot(s.proc_root)
     bench_dir = s.state_dir / "benchmarks"
     bench_dir.mkdir(mode=0o700, exist_ok=True)
     benchmarks = Benchmarks(FileBenchmarkStore(bench_dir), s.state_dir)
@@ -121,9 +150,113 @@ def build_tuning(s: Settings, ctx: BusContext, jobs: JobManager, names: NameWatc
                                        interface=DBUS_IFACE, member="ListNames"))
         owned = list(reply.body[0]) if reply and reply.message_type == MessageType.METHOD_RETURN \
             else []
-        return await asyncio.to_thread(read_machine_facts, roots, owned)
+        managers = await asyncio.to_thread(detect_power_managers, owned, target, proc)
+        return machine_facts_from_report(await cache.get(FACTS_SUBSET), managers)
 
     return TuningInterface(ctx, engine, benchmarks, jobs, names, facts)
+
+
+def _hang(roots: SystemRoots) -> BaseModel:
+    threading.Event().wait()  # never returns: a collector stuck in the kernel
+    raise AssertionError("unreachable")
+
+
+# With --test-interface only: a collector that never answers, so the suite can show
+# that a stuck collector does not hang a scan of the real daemon.
+TEST_HANG = CollectorSpec("test_hang", _hang, 60.0, in_all=False)
+
+
+def build_discovery(s: Settings, ctx: BusContext, jobs: JobManager,
+                    store: Store, bus: MessageBus | None = None) -> DiscoveryInterface:
+    """The Discovery1 object over one DiscoveryCache, which Tuning1 shares for its facts.
+    With `bus` and the live system as the target, units' states come from systemd."""
+    engine = discovery_engine(s)
+    if bus is not None and engine.roots.is_live:
+        engine = DiscoveryEngine(engine.roots, engine.specs,
+                                 unit_states=SystemdUnitStates(bus, asyncio.get_running_loop()))
+    if s.test_interface:
+        engine = DiscoveryEngine(engine.roots, (*engine.specs, TEST_HANG))
+    cache = DiscoveryCache(engine, ttl=s.discovery.cache_ttl_seconds)
+    reports = ReportRepository(store, keep=s.discovery.keep_reports)
+    iface = DiscoveryInterface(ctx, cache, reports, jobs)
+    iface.watch_hotplug()
+    return iface
+
+
+def snapshot_configs(s: Settings) -> dict[str, SnapshotConfig]:
+    """<root>/etc/ose/snapshots.d/*.toml (paths in them are inside the target root), or
+    the default found from the mounts: the root filesystem by btrfs when `/` is btrfs
+    (only for the real root: a sandbox root never touches the host's default
+    subvolume), else by the copy store under the state dir."""
+    etc = s.root / "etc/ose/snapshots.d"
+    try:
+        configs = snapshot_config.load_configs(etc)
+    except OseError as exc:
+        log.error("snapshots: %s; no snapshot configs until it is fixed", exc)
+        return {}
+    if configs:
+        return {n: snapshot_config.under_root(c, s.root) for n, c in configs.items()}
+    mountinfo = ""
+    if s.root == Path("/"):
+        try:
+            mountinfo = (s.proc_root / "self/mountinfo").read_text()
+        except OSError as exc:
+            log.warning("snapshots: cannot read the mounts (%s); using the copy store", exc)
+    defaults = snapshot_config.default_configs(mountinfo, s.state_dir)
+    return {n: snapshot_config.under_root(c, s.root, rebase_snapshot_dir=False)
+            for n, c in defaults.items()}
+
+
+def snapshot_engine(s: Settings, store: Store) -> SnapshotEngine:
+    """The snapshot engine, recovered: a rollback or undo that a killed daemon left is
+    finished or reverted before anything else may change the system. Other engines that
+    change the system get this object (`pre_post` around their changes)."""
+    from oseprovd.snapshots.btrfs_backend import BtrfsBackend
+    from oseprovd.snapshots.copy_backend import CopyBackend
+    from oseprovd.snapshots.lvm_backend import LvmBackend
+
+    backends: dict[str, SnapshotBackend] = {
+        "btrfs": BtrfsBackend(s.proc_root), "copy": CopyBackend(), "lvm": LvmBackend()}
+    journal = SnapshotJournal(s.state_dir / "snapshots.journal")
+    engine = SnapshotEngine(snapshot_configs(s), StoreSnapshotRepository(store), backends,
+                            journal, mounts_dir=s.state_dir / "mounts")
+    entries = journal.entries()
+    if entries:
+        for outcome in engine.recover(entries):
+            log.warning("snapshots: %s left by a stopped daemon: %s%s", outcome.action,
+                        outcome.outcome, f" ({outcome.message})" if outcome.message else "",
+                        extra={"OSE_SNAPSHOT_OP": outcome.op})
+        if not SnapshotEngine.pending(journal.entries()):
+            journal.clear()
+    names = ", ".join(f"{c.name} ({c.backend}, {c.path})" for c in engine.list_configs())
+    log.info("snapshots: configs %s", names or "none")
+    return engine
+
+
+async def build_snapshots(engine: SnapshotEngine, ctx: BusContext, jobs: JobManager,
+                          store: Store, names: NameWatch) -> SnapshotsInterface:
+    """Snapshots1; browse mounts a killed daemon left (outside a private mount
+    namespace) are taken away first."""
+    iface = SnapshotsInterface(ctx, engine, jobs, DiffPages(store), names)
+    iface.attach(asyncio.get_running_loop())
+    await _release_mounts(iface)
+    return iface
+
+
+async def bus_context(bus: MessageBus, store: Store,
+                      limits: Limits) -> tuple[BusContext, NameWatch]:
+    """What every handler needs: who calls, polkit, audit, limits; and the name watch."""
+    bus.add_message_handler(guard.make_message_handler(limits))
+    resolver = CallerResolver(bus)
+    names = NameWatch(bus)
+    names.on_vanished(resolver.forget)
+    await names.start()
+    ctx = BusContext(
+        resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
+        audit=AuditRepository(store), limits=limits,
+        buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
+    )
+    return ctx, names
 
 
 class StartupError(Exception):
@@ -147,6 +280,8 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stop = asyncio.Event()
+        # The snapshot engine, for the engines built after it (see snapshot_engine()).
+        self.snapshots: SnapshotEngine | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -168,22 +303,18 @@ class Daemon:
     async def _serve(self, bus: MessageBus, store: Store, jobs: JobManager,
                      interrupted: list[int]) -> int:
         s = self.settings
-        limits = s.limits
-        bus.add_message_handler(guard.make_message_handler(limits))
-        resolver = CallerResolver(bus)
-        names = NameWatch(bus)
-        names.on_vanished(resolver.forget)
-        await names.start()
-        ctx = BusContext(
-            resolver=resolver, authorizer=PolkitAuthorizer(bus, limits),
-            audit=AuditRepository(store), limits=limits,
-            buckets=TokenBuckets(limits.rate_per_uid_per_second, limits.rate_burst),
-        )
+        ctx, names = await bus_context(bus, store, s.limits)
         exporter = JobExporter(bus, ctx, jobs)
         jobs.add_listener(exporter)
         jobs.add_listener(StatusLine(jobs))
-        tuning = build_tuning(s, ctx, jobs, names, bus)
-        services: list[ServiceInterface] = [tuning]
+        # First: its recovery finishes or reverts what a killed daemon left before any
+        # other engine may change the system; then the engines that call it (pre_post)
+        # get it in their constructors.
+        snapshots = self.snapshots = snapshot_engine(s, store)
+        discovery = build_discovery(s, ctx, jobs, store, bus)
+        tuning = build_tuning(s, ctx, jobs, names, bus, discovery=discovery.cache)
+        snapshots_iface = await build_snapshots(snapshots, ctx, jobs, store, names)
+        services: list[ServiceInterface] = [discovery, tuning, snapshots_iface]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),
@@ -210,6 +341,9 @@ class Daemon:
                  f"; jobs {interrupted} were interrupted" if interrupted else "",
                  extra={"MESSAGE_ID": MSG_READY})
         watchdog = None
+        timer = (asyncio.get_running_loop().create_task(
+            retention_timer(snapshots, s.snapshot_timer_seconds))
+            if s.snapshot_timer_seconds > 0 else None)
         if (interval := watchdog_interval()) is not None:
             watchdog = asyncio.get_running_loop().create_task(watchdog_loop(interval))
 
@@ -219,23 +353,38 @@ class Daemon:
         stop.cancel()
         if disconnected.done():
             log.error("lost the connection to the bus")
-            await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+            await _stop_work(jobs, snapshots_iface)
             return 1
         disconnected.cancel()
 
         started = time.monotonic()
         notify("STOPPING=1\nSTATUS=Stopping: waiting for running jobs to reach a checkpoint")
         log.info("stopping", extra={"MESSAGE_ID": MSG_STOPPING})
-        if watchdog is not None:
-            watchdog.cancel()
-        await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+        for task in (watchdog, timer, discovery.hotplug):
+            if task is not None:
+                task.cancel()
+        await _stop_work(jobs, snapshots_iface)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.release_name(BUS_NAME), 2)
         log.info("stopped in %.2f s", time.monotonic() - started)
         return 0
 
 
+async def _stop_work(jobs: JobManager, snapshots: SnapshotsInterface) -> None:
+    await jobs.shutdown(SHUTDOWN_JOB_GRACE)
+    await _release_mounts(snapshots)
+
+
+async def _release_mounts(snapshots: SnapshotsInterface) -> None:
+    try:
+        await snapshots.release_mounts()
+    except Exception:  # a stop must go on; the next start tries again
+        log.exception("snapshots: releasing browse mounts failed")
+
+
 def run(settings: Settings) -> int:
+    limit_malloc_arenas()  # before any thread starts (see system/memory.py)
+
     async def main() -> int:
         daemon = Daemon(settings)
         loop = asyncio.get_running_loop()

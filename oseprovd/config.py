@@ -29,6 +29,15 @@ class Limits(BaseModel):
     polkit_interactive_timeout_seconds: float = Field(300.0, gt=0, le=3600)
 
 
+class DiscoverySettings(BaseModel):
+    """org.ose.Discovery1: how long Get* answers are reused, how many reports are kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache_ttl_seconds: float = Field(300.0, ge=0, le=86400)
+    keep_reports: int = Field(50, ge=1, le=10000)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,7 +50,11 @@ class Settings(BaseModel):
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     # Exports org.ose.Test1 with a demo job; for the test suite only, never in production.
     test_interface: bool = False
+    # Seconds between timeline snapshots + retention cleanup of every snapshot config;
+    # 0 turns the timer off.
+    snapshot_timer_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
     limits: Limits = Limits()
+    discovery: DiscoverySettings = DiscoverySettings()
 
 
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:

@@ -369,13 +369,19 @@ def _dec_variant(t: str, order: str, keep: bool) -> Decoder:
         if depth >= MAX_DEPTH:
             raise ProtocolError("values nested too deeply")
         s, pos = _str_at(buf, pos + 1, buf[pos])
-        try:
-            types = split_signature(s)
-        except SignatureError as exc:
-            raise ProtocolError(f"invalid variant signature: {exc}") from None
-        if len(types) != 1:
-            raise ProtocolError(f"variant signature {s!r} is not one complete type")
-        value, pos = decoder(s, order, keep)(buf, pos, depth + 1)
+        # A signature that already has a decoder was validated as one complete type
+        # when that decoder was made: a big a{sv} repeats a few signatures thousands
+        # of times, and parsing each again was most of the decoding time.
+        dec = _decoders.get((s, order, keep))
+        if dec is None:
+            try:
+                types = split_signature(s)
+            except SignatureError as exc:
+                raise ProtocolError(f"invalid variant signature: {exc}") from None
+            if len(types) != 1:
+                raise ProtocolError(f"variant signature {s!r} is not one complete type")
+            dec = decoder(s, order, keep)
+        value, pos = dec(buf, pos, depth + 1)
         return (Variant(s, value) if keep else value), pos
 
     return dec_variant

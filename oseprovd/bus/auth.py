@@ -35,9 +35,12 @@ class PolkitAuthorizer:
         self._bus = bus
         self._limits = limits
 
-    async def check(self, caller: Caller, action: str) -> Decision:
-        flags = POLKIT_ALLOW_USER_INTERACTION if caller.interactive else 0
-        timeout = (self._limits.polkit_interactive_timeout_seconds if caller.interactive
+    async def check(self, caller: Caller, action: str, interactive: bool = True) -> Decision:
+        """`interactive=False` never lets polkit ask for a password, whatever the message
+        allowed (for a read that only decides what to leave out)."""
+        ask = caller.interactive and interactive
+        flags = POLKIT_ALLOW_USER_INTERACTION if ask else 0
+        timeout = (self._limits.polkit_interactive_timeout_seconds if ask
                    else self._limits.polkit_timeout_seconds)
         msg = Message(
             destination=POLKIT_BUS_NAME, path=POLKIT_PATH, interface=POLKIT_IFACE,

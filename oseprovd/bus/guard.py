@@ -215,6 +215,19 @@ async def authorize(request: BaseModel | None = None, *, action: str | None = No
     return who
 
 
+async def permitted(action: str) -> bool:
+    """Whether the caller holds `action`, asked without user interaction and without
+    raising: for a public read that leaves sensitive fields out for callers who may not
+    see them (hostnamed's Describe does this). It records nothing as authorized: the
+    read stays public and unaudited. Root passes without asking (polkit grants uid 0
+    every action anyway), and when polkit is unreachable only root passes."""
+    who = await caller()
+    if who.uid == 0:
+        return True
+    decision = await _current().ctx.authorizer.check(who, action, interactive=False)
+    return decision is Decision.ALLOWED
+
+
 def _denial_text(decision: Decision, who: Caller) -> str:
     if decision is Decision.UNREACHABLE:
         return "polkit is not reachable, so only root may do this; start polkitd or run as root"

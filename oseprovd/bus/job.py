@@ -1,7 +1,8 @@
 """org.ose.Job1: one object per job at /org/ose/Provisioning1/Job/<id>.
 
 Listens to the job manager; property changes go out as PropertiesChanged, coalesced to
-at most one signal per job every 100 ms, and `Finished` follows the last of them.
+at most one signal per job every 100 ms while it runs; its final changes go out at once
+when it ends, and `Finished` follows them.
 """
 
 # No "from __future__ import annotations": dbus-fast reads "-> None" as no reply value
@@ -111,8 +112,14 @@ class JobInterface(ServiceInterface):
         self._schedule()
 
     def finish(self) -> None:
+        # The end is not throttled: the window limits progress chatter, and a client
+        # waiting for Finished must not wait it out (every short job would report at
+        # least 100 ms late). This adds at most one PropertiesChanged per job.
         self._finish_pending = True
-        self._schedule()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._flush()
 
     def _schedule(self) -> None:
         if self._timer is not None:

@@ -39,12 +39,23 @@ class Action:
     TUNING_REVERT = "org.ose.tuning.revert"
     TUNING_HOLD = "org.ose.tuning.hold"
     TUNING_BENCHMARK = "org.ose.tuning.benchmark"
+    SNAPSHOTS_CREATE = "org.ose.snapshots.create"
+    SNAPSHOTS_DIFF = "org.ose.snapshots.diff"
+    SNAPSHOTS_DELETE = "org.ose.snapshots.delete"
+    SNAPSHOTS_UNDO = "org.ose.snapshots.undo"
+    SNAPSHOTS_ROLLBACK = "org.ose.snapshots.rollback"
+    SNAPSHOTS_BROWSE = "org.ose.snapshots.browse"
+    DISCOVERY_AUDIT = "org.ose.discovery.audit"
+    DISCOVERY_READ_SENSITIVE = "org.ose.discovery.read-sensitive"
 
 
 # Actions the shipped policy file must declare (a test compares the two).
 SHIPPED_ACTIONS = (
     Action.JOB_CANCEL_ANY, Action.AUDIT_READ, Action.TUNING_APPLY, Action.TUNING_REVERT,
-    Action.TUNING_HOLD, Action.TUNING_BENCHMARK,
+    Action.TUNING_HOLD, Action.TUNING_BENCHMARK, Action.SNAPSHOTS_CREATE,
+    Action.SNAPSHOTS_DIFF, Action.SNAPSHOTS_DELETE, Action.SNAPSHOTS_UNDO,
+    Action.SNAPSHOTS_ROLLBACK, Action.SNAPSHOTS_BROWSE, Action.DISCOVERY_AUDIT,
+    Action.DISCOVERY_READ_SENSITIVE,
 )
 
 POLKIT_BUS_NAME = "org.freedesktop.PolicyKit1"

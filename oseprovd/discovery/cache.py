@@ -60,12 +60,13 @@ class DiscoveryCache:
             return result
         return await asyncio.shield(task)
 
-    async def get(self, subset: Sequence[str], timeout: float | None = None) -> Report:
+    async def get(self, subset: Sequence[str], timeout: float | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> Report:
         """Like DiscoveryEngine.collect(), answering fresh sections from the cache."""
         async def fetch(name: str) -> Result:
             return await self._fetch(name, timeout)
 
-        return await self.engine.collect(subset, timeout, fetch=fetch)
+        return await self.engine.collect(subset, timeout, progress, fetch=fetch)
 
     async def section(self, name: str) -> tuple[CollectorOutcome, BaseModel | None]:
         self.engine.resolve([name])

@@ -83,11 +83,36 @@ def run_output(roots: SystemRoots, argv: list[str], timeout: float = VERSION_TIM
     return done.stdout if done.returncode == 0 else None
 
 
+# (real path, device, inode, size, mtime, ctime, args) -> version. Starting a runtime to
+# ask its version is the slowest part of a scan (a JVM takes ~100 ms); the answer can
+# only change when the file does, and replacing or upgrading it changes these keys.
+_VERSIONS: dict[tuple[object, ...], str] = {}
+_VERSIONS_MAX = 128
+
+
 def program_version(roots: SystemRoots, path: str, args: tuple[str, ...] = ("--version",)
                     ) -> str | None:
-    """Version printed by `path args...` on the live system; None elsewhere or on failure."""
+    """Version printed by `path args...` on the live system; None elsewhere or on failure.
+    Remembered while the executable file is unchanged."""
     if not roots.is_live:
         return None
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    key = (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, args)
+    if key in _VERSIONS:
+        return _VERSIONS[key]
+    version = _ask_version(path, args)
+    if version is not None:  # a failure (a timeout under load) is asked again next time
+        if len(_VERSIONS) >= _VERSIONS_MAX:
+            _VERSIONS.clear()
+        _VERSIONS[key] = version
+    return version
+
+
+def _ask_version(path: str, args: tuple[str, ...]) -> str | None:
     try:
         done = subprocess.run([path, *args], capture_output=True, text=True,
                               timeout=VERSION_TIMEOUT, env=_CLEAN_ENV, check=False,

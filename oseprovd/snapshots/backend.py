@@ -58,6 +58,11 @@ class SnapshotBackend(Protocol):
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         """Remove what a killed undo `op` left beside `paths` (temp entries)."""
 
+    def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
+        """An open fd (O_DIRECTORY, the caller closes it) of the recorded snapshot's
+        whole tree, checked to be what was recorded, for a read-only browse mount; or
+        NotApplicable when the backend keeps no whole tree."""
+
     def describe(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot | None:
         """What is saved under `snap_id` now, if anything (recovery uses it)."""
 

@@ -129,6 +129,10 @@ class BtrfsBackend:
         finally:
             os.close(fd)
 
+    def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
+        with self._snapshot(config, record) as fd:
+            return os.dup(fd)
+
     # -- create / verify / delete --------------------------------------------------
 
     def create(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot:
@@ -237,14 +241,7 @@ class BtrfsBackend:
         """Remove temp entries a killed undo left next to the paths it restored."""
         live = self._open_live(config)
         try:
-            dev = os.fstat(live).st_dev
-            for p in paths:
-                parent = treesync.walk_dir(live, split_rel(p)[:-1])
-                if parent is not None:
-                    try:
-                        treesync.remove_leftovers(parent, op, dev)
-                    finally:
-                        os.close(parent)
+            treesync.remove_undo_leftovers(live, op, paths)
         finally:
             os.close(live)
 

@@ -56,3 +56,19 @@ def default_configs(mountinfo: str,
         cfg = SnapshotConfig(name="root", backend="copy", path=Path("/"),
                              snapshot_dir=state_dir / "snapshots" / "root")
     return {cfg.name: cfg}
+
+
+def under_root(config: SnapshotConfig, root: Path, rebase_snapshot_dir: bool = True
+               ) -> SnapshotConfig:
+    """The config with its paths inside the target root (`--root`): a config says
+    `/srv/data` and means `<root>/srv/data`. With root "/" it is unchanged."""
+    if root == Path("/"):
+        return config
+
+    def inside(p: Path) -> Path:
+        return root.joinpath(*p.parts[1:])
+
+    update = {"path": inside(config.path)}
+    if rebase_snapshot_dir:
+        update["snapshot_dir"] = inside(config.snapshot_dir)
+    return config.model_copy(update=update)

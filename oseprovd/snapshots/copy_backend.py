@@ -175,6 +175,13 @@ class CopyBackend:
             os.close(sdir)
         return CreatedSnapshot(uuid=token, size=0)
 
+    def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
+        # The store holds only what operations said they would change, with metadata
+        # beside it: not a tree to browse. Diff and UndoChange are the ways in.
+        raise NotApplicable(f"{record.id} is a copy-backend snapshot: it keeps only the "
+                            "files an operation changed, not a tree to mount; use Diff "
+                            "and UndoChange")
+
     def describe(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot | None:
         sdir = open_private_dir(config.snapshot_dir, create=False)
         try:
@@ -507,15 +514,7 @@ class CopyBackend:
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         live = self._open_live(config)
         try:
-            dev = os.fstat(live).st_dev
-            for p in paths:
-                parts = _parts(p)
-                parent = treesync.walk_dir(live, parts[:-1] if parts else ())
-                if parent is not None:
-                    try:
-                        treesync.remove_leftovers(parent, op, dev)
-                    finally:
-                        os.close(parent)
+            treesync.remove_undo_leftovers(live, op, paths)
         finally:
             os.close(live)
 

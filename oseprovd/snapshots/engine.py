@@ -12,16 +12,24 @@ killed run left.
 
 from __future__ import annotations
 
+import errno
+import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from oseprovd.errors import InvalidArguments, OseError
+from oseprovd.errors import Busy, InvalidArguments, NotApplicable, NotFound, OseError
 from oseprovd.snapshots.backend import SnapshotBackend
-from oseprovd.snapshots.errors import ConfigNotFound, SnapshotNotFound
+from oseprovd.snapshots.errors import (
+    BackendFailed,
+    ConfigNotFound,
+    SnapshotNotFound,
+    UnsafeSnapshotPath,
+)
 from oseprovd.snapshots.ids import check_config_name, check_snapshot_id, make_snapshot_id
 from oseprovd.snapshots.journal import Journal, JournalEntry
 from oseprovd.snapshots.models import (
@@ -36,8 +44,10 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
+from oseprovd.snapshots.places import open_private_dir
 from oseprovd.snapshots.repository import SnapshotRepository
 from oseprovd.snapshots.retention import free_space_candidates, select_victims
+from oseprovd.system import mounts
 from oseprovd.system.rootfs import split_rel
 
 MAX_UNDO_PATHS = 10000
@@ -103,11 +113,16 @@ class SnapshotEngine:
                  backends: Mapping[str, SnapshotBackend], journal: Journal,
                  clock: Callable[[], datetime] = _utcnow,
                  on_created: Callable[[SnapshotRecord], None] | None = None,
-                 on_deleted: Callable[[list[str]], None] | None = None) -> None:
+                 on_deleted: Callable[[list[str]], None] | None = None,
+                 mounts_dir: Path | None = None, proc: Path = Path("/proc")) -> None:
         """`on_created`/`on_deleted` are told of every snapshot made or removed, also
         those made by other engines through pre_post and by rollback and cleanup (the
         bus layer turns them into SnapshotCreated/SnapshotsDeleted signals). They are
-        called in the engine's thread and must not raise."""
+        called in the engine's thread and must not raise. `mounts_dir` (the daemon's
+        own, made 0700) holds the browse mounts; without it nothing is mounted. `proc`
+        is where the daemon reads its own mounts (not a target root's /proc)."""
+        self.mounts_dir = Path(os.path.realpath(mounts_dir)) if mounts_dir else None
+        self.proc = proc
         self.on_created = on_created
         self.on_deleted = on_deleted
         self.configs = dict(configs)
@@ -209,6 +224,7 @@ class SnapshotEngine:
                 config = self.config(record.config)
                 backend = self.backend(config)
                 backend.verify(config, record)
+                self._unmount_for_delete(record.id)
                 op = new_op()
                 self.journal.record("snapshot.delete", {"op": op, "config": config.name,
                                                         "snapshot": record.id})
@@ -322,6 +338,102 @@ class SnapshotEngine:
         )
         self.repo.add(record)
         self._created(record)
+
+    # -- browse mounts ---------------------------------------------------------------
+
+    def _mounts_dir(self) -> Path:
+        if self.mounts_dir is None:
+            raise NotApplicable("this daemon has no directory for snapshot mounts")
+        return self.mounts_dir
+
+    def mount_point(self, snap_id: str) -> Path:
+        return self._mounts_dir() / check_snapshot_id(snap_id)
+
+    def mounted(self) -> dict[str, frozenset[str]]:
+        """Snapshot ids mounted for browsing now, with their mount options as the
+        kernel reports them."""
+        if self.mounts_dir is None:
+            return {}
+        found = mounts.mounts_under(self.mounts_dir, mounts.read_mountinfo(self.proc))
+        return {p.name: opts for p, opts in found.items()}
+
+    def mount_snapshot(self, snap_id: str) -> Path:
+        """Mount the recorded snapshot read-only, nosuid, nodev, noexec at
+        <mounts_dir>/<id> (inside a 0700 directory of the daemon's), or return where it
+        is mounted already. Only the backend's checked snapshot tree is bound."""
+        config, backend, record = self._checked(snap_id)
+        target = self.mount_point(record.id)
+        with self._lock:
+            if record.id in self.mounted():
+                return target
+            src = backend.open_browse(config, record)
+            try:
+                parent = open_private_dir(self._mounts_dir(), create=True)
+                try:
+                    dst = self._open_mount_dir(parent, record.id)
+                    try:
+                        mounts.bind_readonly(src, dst)
+                    except OSError as exc:
+                        raise BackendFailed(f"mounting {record.id}: {exc.strerror}") from None
+                    finally:
+                        os.close(dst)
+                finally:
+                    os.close(parent)
+            finally:
+                os.close(src)
+            options = self.mounted().get(record.id, frozenset())
+            if not mounts.BROWSE_OPTIONS.issubset(options):
+                self._unmount(record.id, lazy=True)
+                raise BackendFailed(f"{target} is mounted with {','.join(sorted(options))},"
+                                    " not ro,nosuid,nodev,noexec; taken away again")
+            return target
+
+    def _open_mount_dir(self, parent: int, name: str) -> int:
+        with suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=parent)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=parent)
+        except OSError as exc:
+            raise UnsafeSnapshotPath(f"{self._mounts_dir()}/{name}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            os.close(fd)
+            raise UnsafeSnapshotPath(f"{self._mounts_dir()}/{name} is not ours with mode 0700")
+        return fd
+
+    def umount_snapshot(self, snap_id: str, lazy: bool = False) -> None:
+        """Take a browse mount away. A mount in use (a shell inside it) is Busy, unless
+        `lazy`: then it is detached now and goes when its last user leaves."""
+        check_snapshot_id(snap_id)
+        with self._lock:
+            if snap_id not in self.mounted():
+                raise NotFound(f"snapshot {snap_id} is not mounted")
+            self._unmount(snap_id, lazy=lazy)
+
+    def release_mounts(self) -> list[str]:
+        """Detach every browse mount (lazily: a process inside keeps its view until it
+        leaves) and remove the mount points; at daemon start and stop."""
+        with self._lock:
+            ids = sorted(self.mounted())
+            for snap_id in ids:
+                self._unmount(snap_id, lazy=True)
+            return ids
+
+    def _unmount(self, snap_id: str, lazy: bool) -> None:
+        target = self.mount_point(snap_id)
+        try:
+            mounts.unmount(target, lazy=lazy)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise Busy(f"{target} is in use; leave it and try again") from None
+            raise BackendFailed(f"unmounting {snap_id}: {exc.strerror}") from None
+        with suppress(OSError):
+            os.rmdir(target)
+
+    def _unmount_for_delete(self, snap_id: str) -> None:
+        if snap_id in self.mounted():
+            self._unmount(snap_id, lazy=False)
 
     # -- retention -------------------------------------------------------------------
 

@@ -14,12 +14,13 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
 from oseprovd.snapshots.errors import BackendFailed, UnsafeSnapshotPath
 from oseprovd.system import fileops
+from oseprovd.system.rootfs import split_rel
 
 TMP_PREFIX = ".ose-tmp-"
 # Walks recurse (three frames a level); deeper trees get a clear error, not a crash.
@@ -339,3 +340,17 @@ def restore_paths(ctx: SyncContext, src_root: int, live_root: int,
             if src_parent is not None:
                 os.close(src_parent)
             os.close(live_parent)
+
+
+def remove_undo_leftovers(live: int, op: str, paths: Sequence[str]) -> None:
+    """Remove the temp entries a killed undo `op` left next to the paths it restored
+    (every backend's undo writes them the same way)."""
+    dev = os.fstat(live).st_dev
+    for p in paths:
+        parts = split_rel(p) if p else ()
+        parent = walk_dir(live, parts[:-1])
+        if parent is not None:
+            try:
+                remove_leftovers(parent, op, dev)
+            finally:
+                os.close(parent)

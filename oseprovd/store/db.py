@@ -71,7 +71,47 @@ def _m1_jobs_and_audit(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_m1_jobs_and_audit]
+def _m_snapshots(conn: sqlite3.Connection) -> None:
+    """Snapshot records (the engine's own schema) and the pages of Diff jobs."""
+    from oseprovd.snapshots.repository import ensure_schema
+
+    ensure_schema(conn)
+    run_script(
+        conn,
+        """
+        CREATE TABLE snapshot_diffs (
+            diff_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            path BLOB NOT NULL,
+            change TEXT NOT NULL,
+            PRIMARY KEY (diff_id, seq)
+        )
+        """
+    )
+
+
+def _m_discovery_reports(conn: sqlite3.Connection) -> None:
+    """Stored discovery scans (org.ose.Discovery1.Scan): the full report as JSON, and the
+    summary columns ListReports shows without parsing it."""
+    run_script(
+        conn,
+        """
+        CREATE TABLE reports (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            caller_uid INTEGER NOT NULL,
+            subset TEXT NOT NULL,
+            collectors TEXT NOT NULL,
+            failed TEXT NOT NULL,
+            duration_ms REAL NOT NULL,
+            data TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [_m1_jobs_and_audit, _m_snapshots, _m_discovery_reports]
 
 
 class Store:
@@ -120,6 +160,13 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    @contextmanager
+    def locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for the caller alone (autocommit; for repositories that
+        manage their own statements, such as the snapshot engine's)."""
+        with self._lock:
+            yield self._conn
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oseprovd import errors
+from oseprovd.tuning import sysctlfile
 from oseprovd.tuning.facts import MachineFacts
 from oseprovd.tuning.families import KnobFactory
 from oseprovd.tuning.journal import Journal
@@ -38,6 +39,7 @@ from oseprovd.tuning.roots import TuningRoots
 
 DEFAULT_PROFILE = "balanced"
 MAX_HOLDS = 64
+NO_SYSCTL_APPLIES = "no sysctl value of this profile applies on this machine"
 
 
 @dataclass
@@ -150,30 +152,45 @@ class TuningEngine:
     ) -> tuple[Plan, list[Setting], list[str]]:
         check_name(profile)
         settings = self.knobs.expand(profile, self.catalog.resolve(profile, facts))
-        items: list[PlanItem] = []
         blocked: list[str] = []
-        for s in settings:
-            current = s.knob.read()
-            reason = ""
-            if current is None:
-                reason = getattr(s.knob, "reason", "does not exist on this machine")
-            else:
-                reason = s.knob.not_applicable_reason(s.target) or ""
-            applicable = not reason
-            change = applicable and not s.knob.same(current, s.target)
-            if change and s.knob.power and facts.power_managers:
-                managers = ", ".join(facts.power_managers)
-                reason = f"managed by {managers}: left alone"
-                applicable = change = False
-                if not skip_power:
-                    blocked.append(s.knob.id)
-            items.append(PlanItem(knob=s.knob.id, family=s.knob.family, current=current,
-                                  target=s.target, applicable=applicable, change=change,
-                                  reason=reason, source=s.source))
+        items = [self._plan_item(s, facts, skip_power, blocked) for s in settings]
+        if any(s.knob.family == "sysctl" for s in settings):
+            # The sysctl values that apply here also go to sysctl.d, to hold at boot.
+            values = {i.knob.removeprefix("sysctl:"): i.target for i in items
+                      if i.family == "sysctl" and i.applicable}
+            file = self.knobs.sysctl_file(profile, values)
+            item = self._plan_item(file, facts, skip_power, blocked)
+            if not values:
+                item = item.model_copy(update={"applicable": False, "change": False,
+                                               "reason": NO_SYSCTL_APPLIES})
+            settings.append(file)
+            items.append(item)
         previous = self.state().active
         plan = Plan(profile=profile, items=items, digest=_digest(items),
                     previous_profile=previous if previous != profile else None)
         return plan, settings, blocked
+
+    @staticmethod
+    def _plan_item(
+        s: Setting, facts: MachineFacts, skip_power: bool, blocked: list[str]
+    ) -> PlanItem:
+        current = s.knob.read()
+        reason = ""
+        if current is None:
+            reason = getattr(s.knob, "reason", "does not exist on this machine")
+        else:
+            reason = s.knob.not_applicable_reason(s.target) or ""
+        applicable = not reason
+        change = applicable and not s.knob.same(current, s.target)
+        if change and s.knob.power and facts.power_managers:
+            managers = ", ".join(facts.power_managers)
+            reason = f"managed by {managers}: left alone"
+            applicable = change = False
+            if not skip_power:
+                blocked.append(s.knob.id)
+        return PlanItem(knob=s.knob.id, family=s.knob.family, current=current,
+                        target=s.target, applicable=applicable, change=change,
+                        reason=reason, source=s.source)
 
     def verify(self) -> VerifyResult:
         st = self.state()
@@ -245,36 +262,90 @@ class TuningEngine:
                 "the machine changed since this plan was shown; preview it again")
         st = self.state()
         reverted: str | None = None
-        if st.originals and st.active != profile:
+        if st.originals and st.active != profile and facts.power_managers:
+            # Another power manager is active: revert the old profile fully first, so
+            # that what it set is not kept against the other manager's will, and judge
+            # the new plan on the state that leaves.
             result = self._revert(st)
             if not result.complete:
                 raise errors.OseError(
                     f"could not revert profile {st.active} before switching; "
                     "see Verify and try Revert again")
             reverted, st = st.active, self.state()
-            # The old profile's values are gone: plan again against what is there now,
-            # so "unchanged" and the power-manager check are judged on the real state.
             plan, settings, blocked = self._plan(profile, facts, skip_power)
             if blocked:
                 raise _power_refusal(facts, blocked, reverted)
+        elif st.active is not None and st.active != profile:
+            reverted = st.active
 
         txn = uuid.uuid4().hex
         targets = {i.knob: i.target for i in plan.items if i.applicable}
         self.journal.record("apply-begin", {"txn": txn, "profile": profile, "targets": targets})
-        # Same profile again: knobs it no longer wants (facts changed) go back first.
-        # One that cannot be restored now keeps its original for the next revert.
-        for knob_id in [k for k in reversed(st.originals) if k not in targets]:
+        # A switch leaves nothing of the old profile: a knob the new one does not set, or
+        # sets to another value, goes back to its original first (undoing side effects
+        # such as a loaded module). A knob both set alike is left as it is, keeping the
+        # original from before either: a full revert would write it twice, and an I/O
+        # scheduler change alone costs the kernel ~20 ms. The same path serves the same
+        # profile applied again after the facts changed. One that cannot be restored now
+        # keeps its original for the next revert.
+        leftovers = [k for k in reversed(st.originals)
+                     if k not in targets or (st.targets.get(k, targets[k]) != targets[k]
+                                             and self._restores_first(k))]
+        for knob_id in leftovers:
             if self._restore_one(knob_id, st.originals[knob_id])[0] != "failed":
                 del st.originals[knob_id]
                 self.journal.record("restored", {"txn": txn, "knob": knob_id})
-        outcomes = [self._apply_one(txn, s, i, st) for s, i in zip(settings, plan.items,
-                                                                     strict=True)]
+            elif reverted is not None:
+                raise errors.OseError(
+                    f"could not restore {knob_id} of profile {reverted} before switching; "
+                    "see Verify and try Revert again")
+        outcomes: list[KnobOutcome] = []
+        for setting, planned in zip(settings, plan.items, strict=True):
+            s, i = setting, planned
+            if s.knob.id == sysctlfile.KNOB_ID and i.applicable:
+                s, i = self._sysctl_file_took(txn, profile, s, i, outcomes, targets, st)
+            outcomes.append(self._apply_one(txn, s, i, st))
         self.journal.record("apply-commit", {"txn": txn, "profile": profile, "targets": targets})
         self.journal.replace(snapshot(self.state()))
         return ApplyResult(profile=profile, dry_run=False, plan=plan, outcomes=outcomes,
                            reverted_previous=reverted,
                            complete=all(o.status in ("changed", "unchanged", "not-applicable")
                                         for o in outcomes))
+
+    def _restores_first(self, knob_id: str) -> bool:
+        """Whether a switch puts this knob's original back before writing the new value
+        (not for a file replaced whole by one rename)."""
+        try:
+            return self.knobs.from_id(knob_id).restore_before_switch
+        except (ValueError, errors.OseError):
+            return True
+
+    def _sysctl_file_took(
+        self,
+        txn: str,
+        profile: str,
+        s: Setting,
+        item: PlanItem,
+        outcomes: list[KnobOutcome],
+        targets: dict[str, str],
+        st: TuningState,
+    ) -> tuple[Setting, PlanItem]:
+        """The sysctl.d file holds only the values that took in the kernel: a key the
+        kernel refused at write time would fail again at every boot."""
+        took = {o.knob.removeprefix("sysctl:"): o.target for o in outcomes
+                if o.knob.startswith("sysctl:") and o.status in ("changed", "unchanged")}
+        if took:
+            text = sysctlfile.render(profile, took)
+            targets[s.knob.id] = text
+            return Setting(s.knob, text, s.source), item.model_copy(update={"target": text})
+        del targets[s.knob.id]
+        # An original kept for a switch: the old profile's file must go now.
+        if (s.knob.id in st.originals
+                and self._restore_one(s.knob.id, st.originals[s.knob.id])[0] != "failed"):
+                del st.originals[s.knob.id]
+                self.journal.record("restored", {"txn": txn, "knob": s.knob.id})
+        return s, item.model_copy(update={"applicable": False, "change": False,
+                                          "reason": "no sysctl value took"})
 
     def _apply_one(self, txn: str, s: Setting, item: PlanItem, st: TuningState) -> KnobOutcome:
         knob = s.knob

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oseprovd.tuning import cpu, disk, limits, memory, power
+from oseprovd.tuning import cpu, disk, limits, memory, power, sysctlfile
 from oseprovd.tuning.knob import AbsentKnob, Knob, Setting
 from oseprovd.tuning.network import CongestionKnob, ModuleLoader
 from oseprovd.tuning.profiles import Settings
@@ -54,6 +54,11 @@ class KnobFactory:
             out.append(Setting(limits.LimitsKnob(self.roots.target), text, f"{profile}: [limits]"))
         return out
 
+    def sysctl_file(self, profile: str, values: dict[str, str]) -> Setting:
+        """The sysctl.d file holding `values` (the profile's sysctl keys that apply)."""
+        return Setting(sysctlfile.SysctlFileKnob(self.roots.target),
+                       sysctlfile.render(profile, values), f"{profile}: sysctl values")
+
     def from_id(self, knob_id: str) -> Knob:
         """Rebuild a knob from its id (from the journal)."""
         family, _, rest = knob_id.partition(":")
@@ -71,4 +76,6 @@ class KnobFactory:
             return power.PlatformProfileKnob(self.roots.sys)
         if knob_id == "limits:file":
             return limits.LimitsKnob(self.roots.target)
+        if knob_id == sysctlfile.KNOB_ID:
+            return sysctlfile.SysctlFileKnob(self.roots.target)
         raise ValueError(f"unknown knob id {knob_id!r}")

@@ -21,6 +21,9 @@ class Knob(ABC):
     family: str = ""
     # Power knobs are the ones power-profiles-daemon, TuneD and TLP also manage.
     power: bool = False
+    # A switch to a profile that sets this knob to another value puts the original back
+    # first (undoing side effects such as a loaded module); see ManagedFileKnob.
+    restore_before_switch: bool = True
 
     def __init__(self, knob_id: str) -> None:
         self.id = knob_id

@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 from oseprovd import errors
 from oseprovd.system.rootfs import TargetRoot
-from oseprovd.tuning.roots import read_attr
+from oseprovd.tuning.roots import read_attr, write_attr
 from oseprovd.tuning.sysctl import SysctlKnob
 
 MODULE_RE = re.compile(r"^tcp_[a-z0-9_]{1,32}$")
 RELEASE_RE = re.compile(r"^[A-Za-z0-9._+~-]{1,64}$")
+ALLOWED = "sys/net/ipv4/tcp_allowed_congestion_control"
 
 # Friendly names in a profile's [network] section -> sysctl keys.
 NETWORK_KEYS = {
@@ -128,9 +129,15 @@ class CongestionKnob(SysctlKnob):
             self.loader.load(f"tcp_{value}")
         super().write(value)
 
+    def allowed(self) -> list[str] | None:
+        text = read_attr(self.proc, ALLOWED)
+        return None if text is None else text.split()
+
     def capture(self) -> dict[str, Any]:
-        # What was available before, so a revert can unload what apply loaded.
-        return {"value": self.read(), "available": self.available()}
+        # What was available before, so a revert can unload what apply loaded; and what
+        # unprivileged sockets may choose, because setting the default also allows it
+        # (the kernel marks the new default non-restricted) and a revert must undo that.
+        return {"value": self.read(), "available": self.available(), "allowed": self.allowed()}
 
     def restore(self, saved: dict[str, Any]) -> None:
         super().restore(saved)
@@ -140,6 +147,20 @@ class CongestionKnob(SysctlKnob):
                 # Best effort: a module still used by open sockets stays loaded.
                 with contextlib.suppress(errors.OseError):
                     self.loader.unload(f"tcp_{name}")
+        want = self._allowed_wanted(saved)
+        if want is not None and set(self.allowed() or []) != set(want):
+            write_attr(self.proc, ALLOWED, " ".join(want))
+
+    def _allowed_wanted(self, saved: dict[str, Any]) -> list[str] | None:
+        """The saved allowed list, minus names whose module is gone (older journals
+        did not save it: None)."""
+        allowed = saved.get("allowed")
+        if not isinstance(allowed, list) or self.allowed() is None:
+            return None
+        available = set(self.available())
+        return [str(n) for n in allowed if n in available]
 
     def is_restored(self, saved: dict[str, Any]) -> bool:
-        return self.same(self.read(), str(saved.get("value")))
+        want = self._allowed_wanted(saved)
+        return self.same(self.read(), str(saved.get("value"))) and (
+            want is None or set(self.allowed() or []) == set(want))

@@ -131,8 +131,4 @@ class PolkitDaemon(ManagedProcess):
             return None
         return f"polkitd exited with {self.proc.returncode}:\n{self.log_text()}"
 
-    def log_text(self) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
 

@@ -23,6 +23,11 @@ class ManagedProcess:
     def start(self) -> Self:
         raise NotImplementedError
 
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
     def stop(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:

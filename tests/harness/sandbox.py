@@ -40,8 +40,8 @@ def main() -> int:
         with PrivateSystemBus() as bus, PolkitDaemon(bus.address):
             daemon = DaemonProcess(bus.address, base / "state", base / "root",
                                    log_path=base / "oseprovd.log").start()
+            osectl = [str(VENV_BIN / "osectl"), "--address", bus.address]
             try:
-                osectl = [str(VENV_BIN / "osectl"), "--address", bus.address]
                 print(f"$ osectl status    (bus {bus.address})", flush=True)
                 code = subprocess.run([*osectl, "status"], check=False).returncode
                 if code != 0 or args.once:
@@ -49,11 +49,17 @@ def main() -> int:
                 print(
                     "\nThe sandbox is running. In another shell, as any user:\n"
                     f"  export DBUS_SYSTEM_BUS_ADDRESS={bus.address}\n"
-                    f"  {VENV_BIN / 'osectl'} status | jobs list | audit\n"
+                    f"  {VENV_BIN / 'osectl'} status | discover | tune list | jobs list\n"
+                    "Tuning acts on this machine's kernel; what you apply is reverted when\n"
+                    "the sandbox stops.\n"
                     f"Daemon log: {daemon.log_path}\nPress Ctrl-C to stop.", flush=True)
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
                 return 0
             finally:
+                # Tuning acts on this machine's kernel (the sandbox's root and state are
+                # throwaway, /proc and /sys are not): put back what a demo applied.
+                subprocess.run([*osectl, "--no-ask-password", "tune", "revert"],
+                               check=False, capture_output=True, timeout=120)
                 daemon.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)

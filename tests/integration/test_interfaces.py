@@ -50,7 +50,8 @@ async def live(address: str, path: str, name: str) -> dict[str, object]:
 
 def test_every_shipped_interface_has_a_contract_file():
     assert sorted(p.stem for p in INTERFACES.glob("*.xml")) == [
-        "org.ose.Job1", "org.ose.Manager1", "org.ose.Tuning1"]
+        "org.ose.Discovery1", "org.ose.Job1", "org.ose.Manager1", "org.ose.Snapshots1",
+        "org.ose.Tuning1"]
 
 
 def test_live_introspection_matches_the_xml(ose_daemon):
@@ -67,17 +68,22 @@ def test_live_introspection_matches_the_xml(ose_daemon):
 
     job = asyncio.run(make_job())
     for path, name in (("/org/ose/Provisioning1", "org.ose.Manager1"), (job, "org.ose.Job1"),
-                       ("/org/ose/Provisioning1/Tuning", "org.ose.Tuning1")):
+                       ("/org/ose/Provisioning1/Tuning", "org.ose.Tuning1"),
+                       ("/org/ose/Provisioning1/Snapshots", "org.ose.Snapshots1"),
+                       ("/org/ose/Provisioning1/Discovery", "org.ose.Discovery1")):
         assert asyncio.run(live(d.bus_address, path, name)) == contract(name), name
 
 
 def test_every_exported_method_declares_a_policy():
     """Walk every method of the real interface objects (the daemon also refuses to start
     otherwise; this names the offender in review) and every method of the contract."""
+    from oseprovd.bus.discovery import DiscoveryInterface
     from oseprovd.bus.guard import check_declarations
     from oseprovd.bus.job import JobInterface
     from oseprovd.bus.manager import ManagerInterface
+    from oseprovd.bus.snapshots import SnapshotsInterface
     from oseprovd.bus.tuning import TuningInterface
+    from oseprovd.discovery import DiscoveryCache, DiscoveryEngine
     from oseprovd.store.jobs import JobRecord, JobState
 
     class Names:
@@ -89,6 +95,9 @@ def test_every_exported_method_declares_a_policy():
         "org.ose.Manager1": ManagerInterface(None, None, None, None, "/", []),  # type: ignore[arg-type]
         "org.ose.Job1": JobInterface(None, None, job),  # type: ignore[arg-type]
         "org.ose.Tuning1": TuningInterface(None, None, None, None, Names(), None),  # type: ignore[arg-type]
+        "org.ose.Snapshots1": SnapshotsInterface(None, None, None, None),  # type: ignore[arg-type]
+        "org.ose.Discovery1": DiscoveryInterface(
+            None, DiscoveryCache(DiscoveryEngine()), None, None),  # type: ignore[arg-type]
     }
     check_declarations(list(objects.values()))
     for name, iface in objects.items():

@@ -216,3 +216,36 @@ def test_osectl_tune(tuned):  # type: ignore[no-untyped-def]
     missing = run("show", "nope")
     assert missing.returncode == 3
     assert json.loads(missing.stdout)["error"]["name"] == "org.ose.Error.NotFound"
+
+
+def test_daemon_facts_come_from_discovery_and_sysctl_values_persist(  # type: ignore[no-untyped-def]
+        ose_daemon):
+    """An EC2-shaped sandbox: the daemon's discovery sees the cloud and Tuning1
+    recommends aws_guest (not virtual_guest); applying writes sysctl.d in the root."""
+    from tests.unit.discovery.test_cloud_virt_sandbox import CLOUDS
+
+    d = ose_daemon.start(start=False)
+    proc, sys_ = kernel_tree(d.state_dir.parent)
+    for name, value in CLOUDS["aws"].items():
+        (sys_ / "class/dmi/id").mkdir(parents=True, exist_ok=True)
+        (sys_ / "class/dmi/id" / name).write_text(value + "\n")
+    (proc / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                                  "flags\t\t: fpu sse2 hypervisor\n\n")
+    (d.root / "etc/sysctl.d").mkdir(parents=True)
+    d.extra_args += ["--proc-root", str(proc), "--sys-root", str(sys_)]
+    d.start()
+    d.proc_root = proc
+    assert prop(d.bus_address, "Recommended") == "aws_guest"
+    (rec,) = tcall(d.bus_address, "Recommend")
+    assert rec["profile"].value == "aws_guest"
+    conf = d.root / "etc/sysctl.d/90-ose-tuning.conf"
+    assert apply(d.bus_address, "aws_guest")[0] == "succeeded"
+    lines = [ln for ln in conf.read_text().splitlines() if ln and not ln.startswith("#")]
+    values = dict(ln.split(" = ", 1) for ln in lines)
+    assert values["net.core.somaxconn"] == "4096"
+    kernel = {k: " ".join((proc / "sys" / k.replace(".", "/")).read_text().split())
+              for k in values}
+    assert values == kernel  # the file holds what the kernel was given
+    (path,) = tcall(d.bus_address, "Revert")
+    assert wait_job(d.bus_address, path)[0] == "succeeded"
+    assert not conf.exists()

@@ -60,6 +60,7 @@ CONFIG_DEFAULTS = {
     "sys_root": "/sys",
     "state_dir": "/var/lib/oseprovd",
     "log_level": "info",
+    "snapshot_timer_seconds": 3600,
     "limits": {
         "max_string_bytes": 65536,
         "max_array_length": 10000,
@@ -70,6 +71,7 @@ CONFIG_DEFAULTS = {
         "polkit_timeout_seconds": 10,
         "polkit_interactive_timeout_seconds": 300,
     },
+    "discovery": {"cache_ttl_seconds": 300, "keep_reports": 50},
 }
 
 
@@ -296,7 +298,7 @@ def test_polkit_policy_declares_exactly_the_shipped_actions(installed: Path) -> 
 
 def test_example_config_documents_every_setting_with_its_default(installed: Path) -> None:
     text = (installed / "etc/ose/oseprovd.toml").read_text()
-    assert tomllib.loads(text) == {"limits": {}}  # everything commented out
+    assert tomllib.loads(text) == {"limits": {}, "discovery": {}}  # everything commented out
     uncommented = re.sub(r"(?m)^#(\w+ = )", r"\1", text)
     assert tomllib.loads(uncommented) == CONFIG_DEFAULTS
 

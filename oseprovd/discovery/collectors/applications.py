@@ -84,8 +84,34 @@ def parse_desktop_entry(text: str) -> dict[str, str]:
     return values
 
 
+# Reading every dpkg file list is most of this collector's time; dpkg rewrites its status
+# file and the info directory on every install or removal, so their identity keys a
+# remembered answer (per target root and set of paths).
+_OWNERS: dict[tuple[object, ...], dict[str, str]] = {}
+
+
+def _dpkg_identity(target: TargetReader) -> tuple[object, ...] | None:
+    status, info = target.lstat("var/lib/dpkg/status"), target.lstat("var/lib/dpkg/info")
+    if status is None or info is None:
+        return None
+    return (status.st_ino, status.st_size, status.st_mtime_ns, info.st_ino, info.st_mtime_ns)
+
+
 def owners(target: TargetReader, paths: set[str]) -> dict[str, str]:
     """path -> owning dpkg package, for the given paths (merged-/usr aware)."""
+    identity = _dpkg_identity(target)
+    key = (str(target.root), identity, frozenset(paths))
+    if identity is not None and key in _OWNERS:
+        return dict(_OWNERS[key])
+    found = _read_owners(target, paths)
+    if identity is not None:
+        if len(_OWNERS) >= 16:
+            _OWNERS.clear()
+        _OWNERS[key] = dict(found)
+    return found
+
+
+def _read_owners(target: TargetReader, paths: set[str]) -> dict[str, str]:
     lookup = {p: p for p in paths}
     lookup.update({"/" + p[len("/usr/"):]: p for p in paths if p.startswith("/usr/")})
     found: dict[str, str] = {}

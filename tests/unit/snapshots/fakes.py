@@ -6,6 +6,7 @@ import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from oseprovd.errors import NotApplicable
 from oseprovd.snapshots.backend import CreatedSnapshot
 from oseprovd.snapshots.errors import NotRecorded
 from oseprovd.snapshots.journal import Journal
@@ -65,6 +66,9 @@ class FakeBackend:
 
     def describe(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot | None:
         return CreatedSnapshot(uuid=self.saved[snap_id][0]) if snap_id in self.saved else None
+
+    def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
+        raise NotApplicable("the fake keeps its trees in memory")
 
     def verify(self, config: SnapshotConfig, record: SnapshotRecord) -> None:
         if self.saved.get(record.id, ("",))[0] != record.uuid:

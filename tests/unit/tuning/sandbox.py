@@ -178,6 +178,8 @@ def build(base: Path) -> TuningRoots:
         os.symlink(f"../{path}", base / "sys/block" / name)
     root = base / "root"
     _write(root, "etc/security/limits.d/10-local.conf", "@audio - rtprio 95")
+    _write(root, "etc/sysctl.d/README.sysctl", "Files in this directory are read by "
+           "systemd-sysctl at boot.")
     _write(root, f"lib/modules/{RELEASE}/modules.dep",
            "kernel/net/ipv4/tcp_bbr.ko.xz:\nkernel/net/ipv4/tcp_htcp.ko.xz:")
     return roots(base)

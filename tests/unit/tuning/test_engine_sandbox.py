@@ -131,10 +131,12 @@ def test_missing_congestion_module_is_not_applicable(machine: Machine, extra_dir
     (extra_dir / "vegas.toml").write_text('[network]\ntcp_congestion_control = "vegas"\n')
     m = Machine(machine.base.parent / "m2", extra_profiles=extra_dir)
     plan = m.engine.plan("vegas", FACTS)
-    (item,) = plan.items
+    item, file = plan.items
     assert not item.applicable and "tcp_vegas" in item.reason
+    assert file.knob == "sysctl.d:file" and not file.applicable  # nothing to persist
     m.engine.apply("vegas", FACTS)
     assert m.loader.loaded == []
+    assert not (m.base / "root/etc/sysctl.d/90-ose-tuning.conf").exists()
     assert m.proc("net.ipv4.tcp_congestion_control") == "cubic"
 
 
@@ -371,7 +373,10 @@ def test_reapply_after_facts_changed_restores_knobs_no_longer_wanted(tmp_path: P
     m.engine.apply("big", MachineFacts(memory_bytes=8 << 30))
     assert m.proc("vm.dirty_ratio") == "20"  # back to its original
     assert m.proc("vm.swappiness") == "20"
-    assert [i.knob for i in m.engine.verify().items] == ["sysctl:vm.swappiness"]
+    assert {i.knob for i in m.engine.verify().items} == {"sysctl:vm.swappiness",
+                                                         "sysctl.d:file"}
+    sysctl_d = (m.base / "root/etc/sysctl.d/90-ose-tuning.conf").read_text()
+    assert "vm.swappiness = 20" in sysctl_d and "dirty_ratio" not in sysctl_d
     m.engine.revert()
     assert m.snapshot() == pristine
 

@@ -123,3 +123,36 @@ def test_missing_knobs_on_this_kernel_are_not_applicable(tmp_path: Path):
     if not Path("/sys/devices/system/cpu/cpufreq/policy0").exists():
         gov = next(i for i in plan.items if i.knob.startswith("cpu:") and "governor" in i.knob)
         assert not gov.applicable
+
+
+def test_congestion_control_revert_restores_the_allowed_list(tmp_path: Path):
+    """Setting the default congestion control also allows it to every user (the kernel
+    marks it non-restricted); a revert puts the allowed list back as it was."""
+    require_root("writes real kernel knobs")
+    ipv4 = Path("/proc/sys/net/ipv4")
+    cc, allowed = ipv4 / "tcp_congestion_control", ipv4 / "tcp_allowed_congestion_control"
+    orig_cc, orig_allowed = cc.read_text(), allowed.read_text()
+    current = orig_cc.strip()
+    available = (ipv4 / "tcp_available_congestion_control").read_text().split()
+    want = next((a for a in available if a != current), None)
+    if want is None:
+        pytest.skip("only one congestion control algorithm on this kernel")
+    # Start from a list that leaves `want` out, so applying it changes the list.
+    start = [a for a in orig_allowed.split() if a != want] or [current]
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "cctest.toml").write_text(f'[network]\ntcp_congestion_control = "{want}"\n')
+    try:
+        allowed.write_text(" ".join(start))
+        start_text = allowed.read_text()
+        engine = real_engine(tmp_path, profiles)
+        assert engine.apply("cctest", MachineFacts()).complete
+        assert cc.read_text().strip() == want
+        assert want in allowed.read_text().split()  # the kernel's side effect
+        result = engine.revert()
+        assert result.complete, result.outcomes
+        assert cc.read_text() == orig_cc
+        assert allowed.read_text() == start_text
+    finally:
+        cc.write_text(orig_cc)
+        allowed.write_text(orig_allowed)
