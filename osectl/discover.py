@@ -80,6 +80,15 @@ def _memory(out: Output, s: dict[str, Any]) -> None:
         ("total_bytes", "Total", "bytes"), ("available_bytes", "Available", "bytes"),
         ("swap_total_bytes", "Swap", "bytes"), ("swap_free_bytes", "Swap free", "bytes"),
         ("hugepages_total", "Huge pages", None)])
+    dimms = [{**d, "size": _size(d.get("size_bytes")) if d.get("installed") else "empty"}
+             for d in s.get("dimms", [])]
+    if dimms:
+        out.table(dimms, "Memory devices (DMI)", [
+            ("locator", "Slot", None), ("size", "Size", None), ("type", "Type", None),
+            ("speed_mts", "MT/s", None), ("manufacturer", "Maker", None),
+            ("part_number", "Part", None)], "")
+    elif s.get("dimm_table") == "denied":
+        out.message("Memory devices: the DMI table needs root")
 
 
 def _block(out: Output, s: dict[str, Any]) -> None:
@@ -164,6 +173,13 @@ def _packages(out: Output, s: dict[str, Any]) -> None:
                 "size": _bytes(size)}, "Packages (the list: --json)", [
         ("manager", "Manager", None), ("count", "Installed", None),
         ("manual", "Installed by hand", None), ("size", "Installed size", None)])
+    other = s.get("other_managers", {})
+    for name, key in (("rpm", "rpm_packages"), ("flatpak", "flatpaks"), ("snap", "snaps")):
+        state = other.get(name, {})
+        if state.get("state") == "read":
+            out.message(f"{name}: {len(other.get(key, []))} packages")
+        elif state.get("state") == "error":
+            out.message(f"{name}: could not be read ({state.get('error')})")
 
 
 def _services(out: Output, s: dict[str, Any]) -> None:
@@ -173,10 +189,18 @@ def _services(out: Output, s: dict[str, Any]) -> None:
         states[u.get("state", "?")] = states.get(u.get("state", "?"), 0) + 1
     out.message(f"{len(units)} systemd unit files: " + ", ".join(
         f"{n} {state}" for state, n in sorted(states.items())))
+    if s.get("systemd_running"):
+        active = sum(1 for u in units if u.get("active_state") == "active")
+        out.message(f"systemd: {active} of them active, "
+                    f"{len(s.get('runtime_only_units', []))} more units loaded without a file")
+    elif s.get("systemd_error"):
+        out.message(f"systemd could not be asked: {s['systemd_error']}")
     enabled = [u for u in units if u.get("state") == "enabled"]
-    out.table(enabled, "Enabled units", [("name", "Unit", None),
-                                         ("description", "Description", None),
-                                         ("wanted_by", "Wanted by", None)], "No enabled units.")
+    columns = [("name", "Unit", None), ("description", "Description", None),
+               ("wanted_by", "Wanted by", None)]
+    if s.get("systemd_running"):
+        columns.append(("sub_state", "Now", None))
+    out.table(enabled, "Enabled units", columns, "No enabled units.")
     out.table(s.get("init_scripts", []), "SysV init scripts", [
         ("name", "Script", None), ("start_runlevels", "Runlevels", None),
         ("has_systemd_unit", "Has a unit", None)], "No SysV init scripts.")
@@ -244,6 +268,10 @@ def _security(out: Output, s: dict[str, Any]) -> None:
         ("remediation", "Remedy", None)], "No findings.")
     fw = s.get("firewall", {})
     out.message(f"Firewall: {fw.get('tool') or 'none'}, {fw.get('rule_count', 0)} rules")
+    pending = s.get("security_updates", {})
+    if pending.get("checked"):
+        out.message(f"Pending security updates: {len(pending.get('updates', []))} "
+                    "(from apt's lists as last downloaded)")
 
 
 RENDERERS: dict[str, Callable[[Output, dict[str, Any]], None]] = {

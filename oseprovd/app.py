@@ -34,6 +34,7 @@ from oseprovd.bus.names import (
 from oseprovd.bus.namewatch import NameWatch
 from oseprovd.bus.reset import ResetInterface
 from oseprovd.bus.snapshots import SnapshotsInterface
+from oseprovd.bus.systemd_units import SystemdUnitStates
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
 from oseprovd.config import Limits, Settings
@@ -162,9 +163,13 @@ TEST_HANG = CollectorSpec("test_hang", _hang, 60.0, in_all=False)
 
 
 def build_discovery(s: Settings, ctx: BusContext, jobs: JobManager,
-                    store: Store) -> DiscoveryInterface:
-    """The Discovery1 object over one DiscoveryCache, which Tuning1 shares for its facts."""
+                    store: Store, bus: MessageBus | None = None) -> DiscoveryInterface:
+    """The Discovery1 object over one DiscoveryCache, which Tuning1 shares for its facts.
+    With `bus` and the live system as the target, units' states come from systemd."""
     engine = discovery_engine(s)
+    if bus is not None and engine.roots.is_live:
+        engine = DiscoveryEngine(engine.roots, engine.specs,
+                                 unit_states=SystemdUnitStates(bus, asyncio.get_running_loop()))
     if s.test_interface:
         engine = DiscoveryEngine(engine.roots, (*engine.specs, TEST_HANG))
     cache = DiscoveryCache(engine, ttl=s.discovery.cache_ttl_seconds)
@@ -265,7 +270,7 @@ class Daemon:
         # other engine may change the system; then the engines that call it (pre_post)
         # get it in their constructors.
         snapshots = self.snapshots = snapshot_engine(s, store)
-        discovery = build_discovery(s, ctx, jobs, store)
+        discovery = build_discovery(s, ctx, jobs, store, bus)
         tuning = build_tuning(s, ctx, jobs, names, bus, discovery=discovery.cache)
         snapshots_iface = await build_snapshots(snapshots, ctx, jobs, store, names)
         reset = build_reset(s, snapshots, ctx, jobs)

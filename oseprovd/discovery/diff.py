@@ -19,7 +19,8 @@ Scalar = str | int | float | bool | None
 # Matching keys for records in lists, tried in order.
 _KEYS = (("name", "architecture"), ("name",), ("mountpoint",), ("protocol", "family", "address",
          "port"), ("destination", "family", "table", "gateway"), ("address", "device"),
-         ("source", "target", "relation"), ("engine",), ("level", "type"), ("node",),
+         ("source", "target", "relation"), ("engine",), ("locator", "bank_locator"),
+         ("kind", "id", "architecture", "branch"), ("level", "type"), ("node",),
          ("path",), ("address",))
 
 # Dotted paths (list keys dropped) of values that change without anything happening.

@@ -9,10 +9,11 @@ from pydantic import BaseModel
 
 from oseprovd import errors
 from oseprovd.discovery import subset as subset_mod
-from oseprovd.discovery.registry import GROUPS, SPECS, CollectorSpec
+from oseprovd.discovery.registry import GROUPS, SPECS, CollectorSpec, with_unit_states
 from oseprovd.discovery.report import CollectorOutcome, Report
 from oseprovd.discovery.roots import SystemRoots
 from oseprovd.discovery.runner import CollectorRunner, Result
+from oseprovd.discovery.unitstates import UnitStateSource
 
 MAX_TIMEOUT = 600.0
 
@@ -21,13 +22,18 @@ class DiscoveryEngine:
     """Scan a machine (or a sandbox tree that looks like one).
 
     `specs` defaults to every known collector; tests pass their own (a hanging one).
+    `unit_states` (the running systemd, from the bus layer) adds units' active/sub
+    states to the services collector; give it only when the target is the live system.
     """
 
     def __init__(self, roots: SystemRoots | None = None,
                  specs: Sequence[CollectorSpec] = SPECS,
-                 groups: dict[str, tuple[str, ...]] | None = None) -> None:
+                 groups: dict[str, tuple[str, ...]] | None = None,
+                 unit_states: UnitStateSource | None = None) -> None:
         self.roots = roots or SystemRoots()
-        self.specs = tuple(specs)
+        self.unit_states = unit_states
+        self.specs = tuple(specs) if unit_states is None else with_unit_states(
+            tuple(specs), unit_states)
         self.groups = dict(GROUPS if groups is None else groups)
         self._runner = CollectorRunner(self.roots, self.specs)
 

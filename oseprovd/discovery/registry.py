@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 from pydantic import BaseModel
 
@@ -29,6 +30,7 @@ from oseprovd.discovery.collectors import (
     virt,
 )
 from oseprovd.discovery.roots import SystemRoots
+from oseprovd.discovery.unitstates import UnitStateSource
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ SPECS: tuple[CollectorSpec, ...] = (
     CollectorSpec("virtualization", virt.collect, 5.0, minimal=True),
     CollectorSpec("cloud", cloud.collect, 5.0),
     CollectorSpec("os", osinfo.collect, 5.0, minimal=True),
-    CollectorSpec("packages", packages.collect, 30.0),
+    # rpm (12 s), flatpak (8 s) and snap (5 s) each have their own timeout inside.
+    CollectorSpec("packages", packages.collect, 45.0),
     CollectorSpec("services", services.collect, 20.0),
     CollectorSpec("applications", applications.collect, 20.0),
     CollectorSpec("sockets", sockets.collect, 15.0),
@@ -74,3 +77,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 def by_name() -> dict[str, CollectorSpec]:
     return {spec.name: spec for spec in SPECS}
+
+
+def with_unit_states(specs: tuple[CollectorSpec, ...], source: UnitStateSource
+                     ) -> tuple[CollectorSpec, ...]:
+    """`specs` whose services collector also asks `source` for the units' states."""
+    return tuple(replace(spec, collect=partial(services.collect, unit_states=source))
+                 if spec.name == "services" else spec for spec in specs)

@@ -633,11 +633,16 @@ class ResetEngine:
                            tally: _Tally) -> list[str]:
         """Idempotent: a conffile that already has dpkg's md5sum is left alone."""
         done = []
+        refused = self.refused()
         journal.record("reset.conffiles", {"op": exec_id})
         for path, package, md5, deb in plan.analysis.conffiles_restored:
             item = conffiles.ConffileRestore(path=path, package=package, md5=md5, deb=deb)
             if not deb:
                 tally.count(path, f"no .deb of {package} in apt's cache: not restored", 0)
+                continue
+            why = refused_reason(path, refused)
+            if why is not None:
+                tally.count(path, why, 0)
                 continue
             if conffiles.is_pristine(self.root, item):
                 done.append(path)  # a resumed run: restored already

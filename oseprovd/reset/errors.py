@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oseprovd.errors import InvalidArguments, NotFound
+from oseprovd.errors import NotFound, OseError
 
 
 class PlanNotFound(NotFound):
@@ -13,7 +13,9 @@ class ExecutionNotFound(NotFound):
     pass
 
 
-class DigestMismatch(InvalidArguments):
-    """The digest given to Execute is not the plan's: the caller confirmed another plan."""
+class DigestMismatch(OseError):
+    """The digest given to Execute is not the plan's (the caller confirmed another
+    plan), or what the plan describes changed: org.ose.Error.PlanDigestMismatch, so a
+    client knows to preview again (not InvalidArgs: the arguments were well-formed)."""
 
     name = "PlanDigestMismatch"

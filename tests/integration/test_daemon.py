@@ -323,36 +323,39 @@ def test_finished_is_not_held_back_by_the_throttle(ose_daemon):
     final state is in a PropertiesChanged sent before it."""
     d = ose_daemon.start(extra_args=["--test-interface"])
 
-    async def one_job(bus, seen):
-        seen.clear()
-        done = asyncio.get_running_loop().create_future()
+    async def one_job(bus, inbox, arrived):
         opts = {"seconds": Variant("d", 0.0), "steps": Variant("u", 1)}
         (path,) = await call(bus, NAME, *TEST, "StartDemoJob", "a{sv}", [opts])
-        seen.append(("path", path, done))
-        received = await asyncio.wait_for(done, 30)
+        # The signals may arrive before this coroutine resumes after the reply: they are
+        # all kept in the inbox with their arrival times, and looked up by path.
+        deadline = time.monotonic() + 30
+        while not any(m.path == path and m.member == "Finished" for m, _ in inbox):
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), max(0.01, deadline - time.monotonic()))
+        received = next(t for m, t in inbox if m.path == path and m.member == "Finished")
         (props,) = await call(bus, NAME, path, "org.freedesktop.DBus.Properties", "GetAll",
                               "s", ["org.ose.Job1"])
         finished_at = props["Finished"].value / 1e6  # the daemon's clock, same machine
-        states = [m.body[1]["State"].value for m in seen[1:]
+        states = [m.body[1]["State"].value for m, _ in inbox
                   if m.path == path and m.member == "PropertiesChanged"
                   and "State" in m.body[1]]
         return received - finished_at, states
 
     async def run():
         bus = await connect(d.bus_address)
-        seen: list = []
+        inbox: list = []
+        arrived = asyncio.Event()
 
         def on_message(msg):
-            if seen and msg.path == seen[0][1]:
-                seen.append(msg)
-                if msg.member == "Finished" and not seen[0][2].done():
-                    seen[0][2].set_result(time.time())
+            if msg.path and msg.path.startswith(f"{ROOT}/Job/"):
+                inbox.append((msg, time.time()))
+                arrived.set()
 
         bus.add_message_handler(on_message)
         await call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                    "org.freedesktop.DBus", "AddMatch", "s", [f"type='signal',sender='{NAME}'"])
         try:
-            return [await one_job(bus, seen) for _ in range(5)]
+            return [await one_job(bus, inbox, arrived) for _ in range(5)]
         finally:
             bus.disconnect()
 

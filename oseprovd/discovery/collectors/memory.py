@@ -1,11 +1,14 @@
-"""Memory and swap from /proc/meminfo and /proc/swaps."""
+"""Memory and swap from /proc/meminfo and /proc/swaps; the DIMMs from the raw SMBIOS
+table when it can be read (root only)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from oseprovd.discovery.fsread import read_text, unescape_mount_field
+from oseprovd.discovery import smbios
+from oseprovd.discovery.fsread import read_bytes, read_text, unescape_mount_field
 from oseprovd.discovery.roots import SystemRoots
+from oseprovd.discovery.smbios import MemoryDevice, TableState
 
 
 class SwapArea(BaseModel):
@@ -27,6 +30,10 @@ class MemoryInfo(BaseModel):
     swap_total_bytes: int = 0
     swap_free_bytes: int = 0
     swap_areas: list[SwapArea] = []
+    # DMI memory devices (slots, empty ones included); dimm_table says whether the raw
+    # table was read, is absent (containers, some VMs), or needs root.
+    dimms: list[MemoryDevice] = []
+    dimm_table: TableState = "absent"
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -57,8 +64,17 @@ def parse_swaps(text: str) -> list[SwapArea]:
     return areas
 
 
+def dimms(roots: SystemRoots) -> tuple[TableState, list[MemoryDevice]]:
+    path = roots.sys / "firmware" / "dmi" / "tables" / "DMI"
+    table = read_bytes(path, smbios.MAX_TABLE)
+    if table is None:
+        return ("denied" if path.exists() else "absent"), []
+    return "read", smbios.memory_devices(table)
+
+
 def collect(roots: SystemRoots) -> MemoryInfo:
     info = parse_meminfo(read_text(roots.proc / "meminfo") or "")
+    table_state, devices = dimms(roots)
     return MemoryInfo(
         total_bytes=info.get("MemTotal", 0),
         available_bytes=info.get("MemAvailable"),
@@ -70,4 +86,5 @@ def collect(roots: SystemRoots) -> MemoryInfo:
         swap_total_bytes=info.get("SwapTotal", 0),
         swap_free_bytes=info.get("SwapFree", 0),
         swap_areas=parse_swaps(read_text(roots.proc / "swaps") or ""),
+        dimms=devices, dimm_table=table_state,
     )

@@ -1,4 +1,5 @@
-"""Installed packages from dpkg's status file, parsed directly (fast: no subprocess).
+"""Installed packages from dpkg's status file, parsed directly (fast: no subprocess);
+rpm, flatpak and snap packages when those managers are present (otherpkgs.py).
 
 Manual/auto comes from apt's extended_states (Auto-Installed: 1). Only the fields we
 report are kept, so a large status file (tens of MB on a desktop) costs little memory.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from oseprovd.discovery.collectors import otherpkgs
+from oseprovd.discovery.collectors.otherpkgs import OtherPackages
 from oseprovd.discovery.fsread import TargetReader, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
@@ -38,6 +41,7 @@ class PackagesInfo(BaseModel):
     manager: str | None = None  # dpkg
     installed: int = 0  # state == installed
     packages: list[Package] = []
+    other_managers: OtherPackages = OtherPackages()  # rpm, flatpak, snap
 
 
 def parse_control(data: bytes, wanted: frozenset[str] | None = None) -> list[dict[str, str]]:
@@ -98,8 +102,8 @@ def native_arch(target: TargetReader, paragraphs: list[dict[str, str]]) -> str:
     return next((p.get("Architecture", "") for p in paragraphs if p["Package"] == "dpkg"), "")
 
 
-def collect(roots: SystemRoots) -> PackagesInfo:
-    target = target_reader(roots)
+def dpkg_info(target: TargetReader) -> PackagesInfo:
+    """dpkg's packages only (what the security audit compares with apt's lists)."""
     data = target.read_bytes(STATUS_FILE, MAX_STATUS_BYTES)
     if data is None:
         return PackagesInfo()
@@ -110,6 +114,12 @@ def collect(roots: SystemRoots) -> PackagesInfo:
     packages.sort(key=lambda p: (p.name, p.architecture or ""))
     return PackagesInfo(manager="dpkg", packages=packages,
                         installed=sum(1 for p in packages if p.state == "installed"))
+
+
+def collect(roots: SystemRoots) -> PackagesInfo:
+    target = target_reader(roots)
+    return dpkg_info(target).model_copy(
+        update={"other_managers": otherpkgs.collect(roots, target)})
 
 
 DEP_FIELDS = ("Pre-Depends", "Depends", "Recommends", "Suggests", "Conflicts", "Breaks",

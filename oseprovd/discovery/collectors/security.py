@@ -17,8 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from oseprovd.discovery import probe
-from oseprovd.discovery.collectors import sockets
+from oseprovd.discovery import aptupdates, probe
+from oseprovd.discovery.aptupdates import PendingUpdates
+from oseprovd.discovery.collectors import packages, sockets
 from oseprovd.discovery.fsread import TargetReader, read_attr, target_reader
 from oseprovd.discovery.roots import SystemRoots
 
@@ -55,6 +56,8 @@ class SecurityInfo(BaseModel):
     suid_sgid_files: list[SpecialFile] = []
     firewall: FirewallInfo = FirewallInfo()
     walk_truncated: bool = False
+    security_updates: PendingUpdates = PendingUpdates()
+    security_updates_error: str | None = None  # the check failed; the rest still counts
 
 
 # --- sshd -----------------------------------------------------------------------------
@@ -327,16 +330,50 @@ def firewall_findings(info: FirewallInfo) -> list[Finding]:
     return []
 
 
+# --- pending security updates -------------------------------------------------------------
+
+def security_updates(roots: SystemRoots, target: TargetReader) -> PendingUpdates:
+    installed = [(p.name, p.architecture or "", p.version or "")
+                 for p in packages.dpkg_info(target).packages
+                 if p.state == "installed" and p.version]
+    return aptupdates.pending_security_updates(target, installed)
+
+
+def update_findings(pending: PendingUpdates) -> list[Finding]:
+    findings = []
+    if pending.unreadable:
+        findings.append(Finding(
+            id="packages.lists-unreadable", severity="low",
+            title="some apt lists could not be read: security updates may be missing",
+            evidence=pending.unreadable,
+            remediation="Install the lz4 tool (or the lz4 Python module), or run "
+                        "apt-get update to refresh damaged lists."))
+    if not pending.updates:
+        return findings
+    return [*findings, Finding(
+        id="packages.security-updates", severity="high",
+        title="security updates are available but not installed",
+        evidence=[f"{u.name}:{u.architecture} {u.installed_version} -> "
+                  f"{u.candidate_version} ({', '.join(u.suites)})" for u in pending.updates],
+        remediation="apt-get update && apt-get upgrade (or enable unattended-upgrades).")]
+
+
 def collect(roots: SystemRoots) -> SecurityInfo:
     target = target_reader(roots)
+    updates_error = None
+    try:
+        pending = security_updates(roots, target)
+    except Exception as exc:  # its own failure, reported; the audit goes on
+        pending, updates_error = PendingUpdates(), f"{type(exc).__name__}: {exc}"
     budget = [MAX_WALK]
     files, open_dirs, open_files = special_files(target, budget)
     fw = firewall(roots, target)
     findings = (ssh_findings(target) + account_findings(target) + sysctl_findings(roots)
                 + file_findings(files, open_dirs, open_files) + port_findings(roots)
-                + firewall_findings(fw))
+                + firewall_findings(fw) + update_findings(pending))
     order = {"high": 0, "medium": 1, "low": 2, "info": 3}
     findings.sort(key=lambda f: (order[f.severity], f.id))
     return SecurityInfo(findings=findings, suid_sgid_files=files, firewall=fw,
-                        walk_truncated=budget[0] <= 0)
+                        walk_truncated=budget[0] <= 0, security_updates=pending,
+                        security_updates_error=updates_error)
 

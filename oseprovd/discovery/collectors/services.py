@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from oseprovd.discovery.collectors.unitfiles import UnitFile, collect_units
 from oseprovd.discovery.fsread import TargetReader, target_reader
 from oseprovd.discovery.roots import SystemRoots
+from oseprovd.discovery.unitstates import UNITS_TIMEOUT, UnitRuntime, UnitStateSource
 
 _NOT_SCRIPTS = frozenset({"README", "skeleton", "rc", "rcS", "functions", ".depend.boot",
                           ".depend.start", ".depend.stop", ".legacy-bootordering"})
@@ -45,6 +46,10 @@ class ServicesInfo(BaseModel):
     systemd_units: list[UnitFile] = []
     init_scripts: list[InitScript] = []
     supervisor_programs: list[SupervisorProgram] = []
+    # systemd's view, when it was asked (the live system with systemd on the bus):
+    systemd_running: bool | None = None  # None: not asked; False: not on the bus
+    systemd_error: str | None = None  # asking failed; the unit files still count
+    runtime_only_units: list[UnitRuntime] = []  # loaded units without a unit file here
 
 
 def parse_lsb_header(text: str) -> dict[str, str]:
@@ -127,9 +132,34 @@ def supervisor_programs(target: TargetReader) -> list[SupervisorProgram]:
     return programs
 
 
-def collect(roots: SystemRoots) -> ServicesInfo:
+def merge_runtime(units: list[UnitFile], runtime: list[UnitRuntime]
+                  ) -> tuple[list[UnitFile], list[UnitRuntime]]:
+    """Unit files with systemd's states; the loaded units no file here describes
+    (generated under /run, transient, devices, scopes)."""
+    by_name = {r.name: r for r in runtime}
+    merged = []
+    for unit in units:
+        state = by_name.pop(unit.name, None)
+        merged.append(unit if state is None else unit.model_copy(update={
+            "load_state": state.load_state, "active_state": state.active_state,
+            "sub_state": state.sub_state}))
+    return merged, sorted(by_name.values(), key=lambda r: r.name)
+
+
+def collect(roots: SystemRoots, unit_states: UnitStateSource | None = None) -> ServicesInfo:
     target = target_reader(roots)
     units = collect_units(target)
-    return ServicesInfo(systemd_units=units,
+    info = ServicesInfo(systemd_units=units,
                         init_scripts=init_scripts(target, {u.name for u in units}),
                         supervisor_programs=supervisor_programs(target))
+    if unit_states is None:
+        return info
+    try:
+        runtime = unit_states.list_units(UNITS_TIMEOUT)
+    except Exception as exc:  # systemd's failure alone; the files still count
+        return info.model_copy(update={"systemd_error": f"{type(exc).__name__}: {exc}"})
+    if runtime is None:
+        return info.model_copy(update={"systemd_running": False})
+    merged, extra = merge_runtime(units, runtime)
+    return info.model_copy(update={"systemd_units": merged, "systemd_running": True,
+                                   "runtime_only_units": extra})

@@ -38,6 +38,10 @@ class UnitFile(BaseModel):
     service_type: str | None = None
     user: str | None = None
     dropins: list[str] = []
+    # From the running systemd (None: not asked, or systemd has not loaded the unit).
+    load_state: str | None = None
+    active_state: str | None = None
+    sub_state: str | None = None
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:

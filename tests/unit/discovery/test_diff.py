@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from oseprovd.discovery import DiscoveryEngine, Report, SystemRoots
-from oseprovd.discovery.diff import Change, diff_reports
+from oseprovd.discovery.collectors.memory import MemoryInfo
+from oseprovd.discovery.collectors.otherpkgs import Flatpak, OtherPackages
+from oseprovd.discovery.collectors.packages import PackagesInfo
+from oseprovd.discovery.diff import Change, diff_models, diff_reports
+from oseprovd.discovery.smbios import MemoryDevice
 from tests.unit.discovery.helpers import symlink, write
 
 
@@ -55,3 +59,23 @@ def test_same_machine_twice_has_no_changes() -> None:
     a = engine.collect_sync(subset)
     b = engine.collect_sync(subset)
     assert diff_reports(a, b).changes == []
+
+
+def test_a_dimm_pulled_and_a_flatpak_added() -> None:
+    a1 = MemoryDevice(handle=0x1100, locator="DIMM A1", bank_locator="BANK 0",
+                      size_bytes=16 << 30)
+    b1 = MemoryDevice(handle=0x1101, locator="DIMM B1", bank_locator="BANK 1",
+                      size_bytes=16 << 30)
+    # The firmware renumbers handles when a module goes: the slot is what identifies it.
+    empty_b1 = b1.model_copy(update={"handle": 0x1200, "installed": False,
+                                     "size_bytes": None})
+    changes = diff_models(MemoryInfo(dimms=[a1, b1]), MemoryInfo(dimms=[a1, empty_b1]))
+    assert {(c.path, c.old, c.new) for c in changes.changes} == {
+        ("dimms[DIMM B1,BANK 1].handle", 0x1101, 0x1200),
+        ("dimms[DIMM B1,BANK 1].installed", True, False),
+        ("dimms[DIMM B1,BANK 1].size_bytes", 16 << 30, None)}
+    app = Flatpak(kind="app", id="org.x.App", architecture="x86_64", branch="stable")
+    changes = diff_models(PackagesInfo(), PackagesInfo(other_managers=OtherPackages(
+        flatpaks=[app])))
+    assert [(c.path, c.kind) for c in changes.changes] == [
+        ("other_managers.flatpaks[app,org.x.App,x86_64,stable]", "added")]
