@@ -31,6 +31,7 @@ ALLOWED_ERRORS = {
     "org.ose.Error.Busy",
     "org.ose.Error.Failed",
     "org.ose.Error.LimitExceeded",
+    "org.ose.Error.PlanDigestMismatch",
 }
 
 # D-Bus strings are UTF-8 without NUL: anything else the client library refuses to send.

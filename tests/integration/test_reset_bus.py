@@ -163,7 +163,9 @@ def test_preview_execute_rollback_as_admin_and_who_may(rig: Rig, test_users) -> 
     # Refused: an unprivileged user, a wrong digest, an unknown option.
     assert call_as(user, as_client, "Execute", "ssa{sv}", plan["id"], plan["digest"],
                    {})[0] == DENIED
-    assert error_of(rcall, addr, "Execute", "ssa{sv}", plan["id"], "0" * 64, {}) == INVALID
+    assert error_of(rcall, addr, "Execute", "ssa{sv}", plan["id"], "0" * 64, {}) == \
+        "org.ose.Error.PlanDigestMismatch"
+    assert error_of(rcall, addr, "Execute", "ssa{sv}", plan["id"], "zz", {}) == INVALID
     assert error_of(rcall, addr, "Execute", "ssa{sv}", plan["id"], plan["digest"],
                     {"force": Variant("b", True)}) == INVALID
     # A dry run checks everything and changes nothing.
