@@ -138,3 +138,14 @@ def test_the_exclusion_covers_exactly_the_unticked_items(rows, clicks) -> None: 
             if not any(under(p, q) or q.startswith(p + "/") for q in ex)]
     total, _ = m.totals("after")
     assert (total.count, total.bytes) == (len(want), sum(b for _, b in want))
+
+
+def test_osectl_starts_without_importing_textual() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; import osectl.main, osectl.reset; "
+         "print(any(m.split('.')[0] == 'textual' for m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
