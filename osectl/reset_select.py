@@ -212,10 +212,11 @@ class ResetSelectApp(App[dict[str, Any] | None]):
         try:
             self.plan = await self._in_thread(self._preview, self.base)
             rows = await self._in_thread(self._items, self.plan)
+            self.model = await self._in_thread(
+                lambda: SelectModel(item_from_dbus(r) for r in rows))
         except Exception as exc:  # shown, not a traceback
             self._status(f"preview failed: {exc}")
             return
-        self.model = SelectModel(item_from_dbus(r) for r in rows)
         tree = self.query_one(PlanTree)
         tree.root.data = self.model.root
         self._shown = {id(self.model.root): tree.root}
@@ -230,6 +231,11 @@ class ResetSelectApp(App[dict[str, Any] | None]):
     def _label(self, node: Node) -> Text:
         assert self.model is not None
         text = Text(MARK[self.model.state(node)])
+        if node is self.model.root:
+            text.append(f"plan {self.plan.get('id', '')} ({self.base.get('profile', '')})",
+                        style="bold")
+            text.append(f"  {size(self.model.node_bytes(node))}", style="cyan")
+            return text
         text.append(node.label, style="bold" if node.kind in ("class", "rule") else "")
         text.append(f"  {size(self.model.node_bytes(node))}", style="cyan")
         if node.kind in {"class", "rule"}:
@@ -253,7 +259,7 @@ class ResetSelectApp(App[dict[str, Any] | None]):
     def _refresh(self) -> None:
         assert self.model is not None
         for line in self._walk(self.query_one(PlanTree).root):
-            if line.data is not None and line is not self.query_one(PlanTree).root:
+            if line.data is not None:
                 line.set_label(self._label(line.data))
         before, _ = self.model.totals("before")
         after, by_class = self.model.totals("after")

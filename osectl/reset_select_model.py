@@ -75,17 +75,32 @@ class SelectModel:
         self.items: list[Item] = list(items)
         self.ticked: list[bool] = [True] * len(self.items)
         self.root = Node("plan", "root")
-        self._by_path = {item.path: i for i, item in enumerate(self.items)}
+        # Every directory prefix of every item, each string made once: `_prefixes[i]` runs
+        # from the top ("home") down to the item's own path.
+        names: dict[str, str] = {}
+        self._prefixes: list[tuple[str, ...]] = []
+        for item in self.items:
+            parts = item.path.split("/")
+            acc = ""
+            chain = []
+            for part in parts:
+                acc = f"{acc}/{part}" if acc else part
+                chain.append(names.setdefault(acc, acc))
+            self._prefixes.append(tuple(chain))
+        self._at_or_below: dict[str, int] = {}  # prefix -> items at or below it
+        for prefixes in self._prefixes:
+            for p in prefixes:
+                self._at_or_below[p] = self._at_or_below.get(p, 0) + 1
+        self._off: dict[str, int] = {}  # prefix -> unticked items at or below (if any)
+        by_path = {item.path: i for i, item in enumerate(self.items)}
         self._above: dict[int, list[int]] = {}  # item -> the directory items above it
         self._below: dict[int, list[int]] = {}  # directory item -> every item under it
-        for i, item in enumerate(self.items):
-            parent = item.path.rpartition("/")[0]
-            while parent:
-                up = self._by_path.get(parent)
+        for i, prefixes in enumerate(self._prefixes):
+            for p in prefixes[:-1]:
+                up = by_path.get(p)
                 if up is not None:
                     self._above.setdefault(i, []).append(up)
                     self._below.setdefault(up, []).append(i)
-                parent = parent.rpartition("/")[0]
         self._build()
 
     # --- the tree -----------------------------------------------------------------------
@@ -95,9 +110,8 @@ class SelectModel:
             cls = self._child(self.root, item.cls or "-", "class")
             rule = self._child(cls, item.rule or "-", "rule")
             node = rule
-            parts = item.path.split("/")
-            for depth, part in enumerate(parts):
-                node = self._child(node, part, "path", "/".join(parts[:depth + 1]))
+            for prefix in self._prefixes[i]:
+                node = self._child(node, prefix.rpartition("/")[2], "path", prefix)
             node.item = i
         self._members(self.root)
         for cls in self.root.children.values():
@@ -129,16 +143,18 @@ class SelectModel:
 
     def _collapse(self, parent: Node, node: Node) -> None:
         """A chain of directories that are not items and have one child each shows as
-        one line (var/cache/apt/archives), as long as its end is under the same rule."""
-        while node.item is None and len(node.children) == 1:
-            (only,) = node.children.values()
-            only.label = f"{node.label}/{only.label}"
-            only.parent = parent
-            del parent.children[node.label]
-            parent.children[only.label] = only
-            node = only
-        for child in list(node.children.values()):
-            self._collapse(node, child)
+        one line (var/cache/apt/archives). Iterative: paths can be deep."""
+        stack = [(parent, node)]
+        while stack:
+            parent, node = stack.pop()
+            while node.item is None and len(node.children) == 1:
+                (only,) = node.children.values()
+                only.label = f"{node.label}/{only.label}"
+                only.parent = parent
+                del parent.children[node.label]
+                parent.children[only.label] = only
+                node = only
+            stack.extend((node, c) for c in node.children.values())
 
     def walk(self, node: Node | None = None) -> Iterator[Node]:
         stack = [node or self.root]
@@ -161,9 +177,21 @@ class SelectModel:
         unticks its contents, and ticking an item ticks the directory items above it
         (a ticked directory with something unticked below simply stays)."""
         for i in node.members:
-            self.ticked[i] = on
+            self._tick(i, on)
             for j in (self._above if on else self._below).get(i, ()):
-                self.ticked[j] = on
+                self._tick(j, on)
+
+    def _tick(self, i: int, on: bool) -> None:
+        if self.ticked[i] == on:
+            return
+        self.ticked[i] = on
+        step = -1 if on else 1
+        for p in self._prefixes[i]:
+            left = self._off.get(p, 0) + step
+            if left:
+                self._off[p] = left
+            else:
+                del self._off[p]
 
     def toggle(self, node: Node) -> None:
         """Fully ticked -> nothing ticked; otherwise everything below ticked."""
@@ -178,24 +206,15 @@ class SelectModel:
         """The fewest prefixes that cover every unticked item and no ticked one: the
         highest directories of the path tree (over all classes and rules, since one
         rule's tree can sit inside another's) with nothing ticked below."""
-        counts: dict[str, list[int]] = {}  # path -> [items at/below, ticked at/below]
-        for i, item in enumerate(self.items):
-            parts = item.path.split("/")
-            for depth in range(1, len(parts) + 1):
-                c = counts.setdefault("/".join(parts[:depth]), [0, 0])
-                c[0] += 1
-                c[1] += self.ticked[i]
         out = []
-        for path in sorted(counts):
-            if counts[path][1]:
+        for path, off in self._off.items():
+            if off != self._at_or_below[path]:
                 continue
             parent = path.rpartition("/")[0]
-            while parent and parent not in counts:
-                parent = parent.rpartition("/")[0]
-            if parent and not counts[parent][1]:
+            if parent and self._off.get(parent) == self._at_or_below[parent]:
                 continue  # its parent is excluded already
             out.append(path)
-        return out
+        return sorted(out)
 
     def selection(self, base: dict[str, Any]) -> dict[str, Any]:
         """The Preview selection of the ticked items: `base` plus the exclusions."""
@@ -219,12 +238,8 @@ class SelectModel:
     def kept(self) -> list[bool]:
         """Which items a plan made with `selection` will hold: those with nothing
         unticked at or below them (an unticked child drops its directory)."""
-        bad: set[str] = set()
-        for i, item in enumerate(self.items):
-            if not self.ticked[i]:
-                parts = item.path.split("/")
-                bad.update("/".join(parts[:d]) for d in range(1, len(parts) + 1))
-        return [self.ticked[i] and item.path not in bad for i, item in enumerate(self.items)]
+        return [self.ticked[i] and item.path not in self._off
+                for i, item in enumerate(self.items)]
 
     def totals(self, which: str = "before") -> tuple[Totals, dict[str, Totals]]:
         """Overall and per-class totals: "before" = the whole plan, "after" = what the
