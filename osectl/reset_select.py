@@ -24,6 +24,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, ProgressBar, Static, Tree
 from textual.widgets.tree import TreeNode
 
+from osectl.errors import EXIT_FAILED, CliError
 from osectl.render import FORMATTERS
 from osectl.reset_select_model import (
     CLASS_ORDER,
@@ -46,10 +47,6 @@ class ResetClient(Protocol):
              body: list[Any] | tuple[Any, ...] = (), timeout: float | None = None) -> Any: ...
 
     def watch_job(self, job_id: int) -> Iterator[dict[str, Any]]: ...
-
-
-class JobFailed(Exception):
-    pass
 
 
 def size(n: int) -> str:
@@ -140,6 +137,7 @@ class ResetSelectApp(App[dict[str, Any] | None]):
         self.plan: dict[str, Any] = {}
         self.last_plan: dict[str, Any] = {}  # the plan of the ticks, once made
         self.result: dict[str, Any] | None = None
+        self.error: Exception | None = None  # what osectl reports after the UI ends
         self.busy = False
         self._shown: dict[int, TreeNode[Node]] = {}  # id(model node) -> its line
 
@@ -170,14 +168,16 @@ class ResetSelectApp(App[dict[str, Any] | None]):
             self._status(str(props["StatusText"]))
 
     def _follow(self, path: str) -> dict[str, Any]:
-        """In a thread: follow the job to its end; its Result, or JobFailed."""
+        """In a thread: follow the job to its end; its Result, or a CliError with the
+        job's own error name (as osectl.context.follow_job)."""
         last: dict[str, Any] = {}
         for props in self.client.watch_job(int(path.rsplit("/", 1)[1])):
             last = props
             self.call_from_thread(self._progress, props)
         if last.get("State") != "succeeded":
             name, message = last.get("Error") or ["", ""]
-            raise JobFailed(f"{last.get('State', 'failed')}: {name} {message}")
+            raise CliError(f"org.ose.Error.{name or 'Failed'}",
+                           f"{last.get('State', 'failed')}: {message}", EXIT_FAILED)
         result: dict[str, Any] = last.get("Result", {})
         return result
 
@@ -214,8 +214,9 @@ class ResetSelectApp(App[dict[str, Any] | None]):
             rows = await self._in_thread(self._items, self.plan)
             self.model = await self._in_thread(
                 lambda: SelectModel(item_from_dbus(r) for r in rows))
-        except Exception as exc:  # shown, not a traceback
-            self._status(f"preview failed: {exc}")
+        except Exception as exc:  # nothing to show: leave, osectl says why
+            self.error = exc
+            self.exit()
             return
         tree = self.query_one(PlanTree)
         tree.root.data = self.model.root
@@ -327,7 +328,8 @@ class ResetSelectApp(App[dict[str, Any] | None]):
         try:
             self.result = await self._in_thread(run)
         except Exception as exc:
-            self._status(f"execute failed: {exc}")
+            self.error = exc  # reported again when the UI ends
+            self._status(f"execute failed: {exc}.  q quits")
             return
         r = self.result
         self._status(f"removed {r.get('removed', 0)} items ({size(int(r.get('removed_bytes', 0)))})"
@@ -336,7 +338,12 @@ class ResetSelectApp(App[dict[str, Any] | None]):
 
 
 def run(client: ResetClient, base: dict[str, Any]) -> dict[str, Any] | None:
-    """Run the UI; the Execute result, or None if nothing was executed."""
+    """Run the UI; the Execute result, or None if nothing was executed. A first
+    Preview that fails, or a failed Execute, is raised as a CliError once it ends."""
     app = ResetSelectApp(client, base)
     app.run()
+    if app.error is not None:
+        if isinstance(app.error, CliError):
+            raise app.error
+        raise CliError("org.ose.Client.Failed", str(app.error), EXIT_FAILED)
     return app.result

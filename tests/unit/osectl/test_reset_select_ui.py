@@ -148,3 +148,22 @@ def test_saying_no_executes_nothing_and_retick_restores_totals() -> None:
             await pilot.press("space")
             assert "ticked:  4 items" in totals_text(app)
     asyncio.run(go())
+
+
+def test_a_preview_the_daemon_refuses_ends_the_ui_with_its_error() -> None:
+    from osectl.errors import CliError
+
+    class Refusing(FakeDaemon):
+        def call(self, path: str, interface: str, member: str, signature: str = "",
+                 body: list[Any] | tuple[Any, ...] = (), timeout: float | None = None) -> Any:
+            raise CliError("org.freedesktop.DBus.Error.AccessDenied", "not allowed", 4)
+
+    async def go() -> Any:
+        app = ResetSelectApp(Refusing(), {"profile": "light"})
+        async with app.run_test() as pilot:
+            await settle(app, pilot)
+        return app
+
+    app = asyncio.run(go())
+    assert isinstance(app.error, CliError) and app.error.exit_code == 4
+    assert app.model is None
