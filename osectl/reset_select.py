@@ -67,7 +67,7 @@ def summary(before: dict[str, Any], after: dict[str, Any]) -> Text:
     out = Text()
     out.append(f"{'':8} {'before':>22} {'after':>22}\n", style="bold")
     for cls in [c for c in CLASS_ORDER if c in bb or c in ba] + sorted(
-            set(bb) | set(ba) - set(CLASS_ORDER)):
+            (set(bb) | set(ba)) - set(CLASS_ORDER)):
         b, a = bb.get(cls, Totals()), ba.get(cls, Totals())
         out.append(f"{cls:8} {b.count:>7} {size(b.bytes):>14} {a.count:>7} "
                    f"{size(a.bytes):>14}\n")
@@ -240,7 +240,8 @@ class ResetSelectApp(App[dict[str, Any] | None]):
         text.append(node.label, style="bold" if node.kind in ("class", "rule") else "")
         text.append(f"  {size(self.model.node_bytes(node))}", style="cyan")
         if node.kind in {"class", "rule"}:
-            text.append(f"  {len(node.members)} items", style="dim")
+            n = len(node.members)
+            text.append(f"  {n} item{'s' if n != 1 else ''}", style="dim")
         elif node.item is not None:
             item = self.model.items[node.item]
             text.append(f"  {item.kind} {item.risk}", style=RISK_STYLE.get(item.risk, ""))
@@ -272,7 +273,7 @@ class ResetSelectApp(App[dict[str, Any] | None]):
             if cls in by_class:
                 t = by_class[cls]
                 text.append(f"  {cls:7} {t.count:>7} {size(t.bytes):>12}\n")
-        text.append(f"left out: {len(self.model.exclude_paths())} paths")
+        text.append(f"paths left out: {len(self.model.exclude_paths())}")
         self.query_one("#totals", Static).update(text)
 
     @staticmethod

@@ -61,6 +61,7 @@ class Node:
     children: dict[str, Node] = field(default_factory=dict)
     parent: Node | None = None
     members: list[int] = field(default_factory=list)  # every item index at or below
+    bytes: int = 0  # of those items
 
     def sorted_children(self) -> list[Node]:
         if self.kind == "root":
@@ -136,6 +137,7 @@ class SelectModel:
                 n.members = ([n.item] if n.item is not None else [])
                 for c in n.children.values():
                     n.members += c.members
+                n.bytes = sum(self.items[i].bytes for i in n.members)
                 continue
             stack.append((n, True))
             stack.extend((c, False) for c in n.children.values())
@@ -198,7 +200,7 @@ class SelectModel:
         self.set(node, self.state(node) != "all")
 
     def node_bytes(self, node: Node) -> int:
-        return sum(self.items[i].bytes for i in node.members)
+        return node.bytes
 
     # --- selection and totals -----------------------------------------------------------
 

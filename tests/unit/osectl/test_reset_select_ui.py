@@ -167,3 +167,21 @@ def test_a_preview_the_daemon_refuses_ends_the_ui_with_its_error() -> None:
     app = asyncio.run(go())
     assert isinstance(app.error, CliError) and app.error.exit_code == 4
     assert app.model is None
+
+
+def test_the_confirmation_shows_each_class_before_and_after_once() -> None:
+    from osectl.reset_select import summary
+
+    def plan(pid: str, by: dict[str, tuple[int, int]]) -> dict[str, Any]:
+        return {"id": pid, "highest_risk": "safe", "analysis": {
+            "totals": {"count": sum(c for c, _ in by.values()),
+                       "bytes": sum(b for _, b in by.values())},
+            "by_class": {k: {"count": c, "bytes": b} for k, (c, b) in by.items()}}}
+
+    text = summary(plan("p0", {"cache": (3, 3072), "log": (1, 1024), "odd": (1, 1)}),
+                   plan("p1", {"cache": (2, 2048), "log": (1, 1024)})).plain
+    lines = text.splitlines()
+    assert [ln.split()[0] for ln in lines[1:-1]] == ["cache", "log", "odd", "total"]
+    assert lines[1].split() == ["cache", "3", "3.0", "KiB", "2", "2.0", "KiB"]
+    assert lines[4].split()[:2] == ["total", "5"] and lines[4].split()[4] == "3"
+    assert lines[-1] == "plan p1, highest risk safe"
