@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from osectl.client import Client
-from tests.harness.components import missing
+from tests.harness.components import REPO_ROOT, missing
 from tests.unit.reset.livedin import LivedIn, all_paths, build
 
 pytestmark = pytest.mark.root
@@ -91,3 +97,46 @@ def test_unticking_a_directory_keeps_exactly_it(rig) -> None:  # type: ignore[no
     assert all_paths(root) == before - gone
     assert all((root / p).exists() or (root / p).is_symlink()
                for p in planted if under(p, UNTICK))
+
+
+def test_the_command_in_a_terminal_quits_without_executing(rig) -> None:  # type: ignore[no-untyped-def]
+    """`osectl reset select` itself, in a pseudo-terminal: the plan shows, q leaves,
+    nothing is removed."""
+    daemon, _ = rig
+    before = all_paths(daemon.root)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40",
+           "PYTHONPATH": str(REPO_ROOT)}  # this checkout's osectl, not an installed one
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "osectl.main", "--address", daemon.bus_address,
+         "--no-ask-password", "reset", "select"],
+        stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True)
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float) -> bool:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    return marker in seen
+            if marker in seen:
+                return True
+        return False
+
+    try:
+        assert read_until(b"ticked:", 60), seen[-2000:]
+        os.write(leader, b"q")
+        read_until(b"nothing executed", 20)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+    assert b"nothing executed" in seen and b"Traceback" not in seen
+    assert all_paths(daemon.root) == before
