@@ -13,6 +13,7 @@ drives it with a stand-in for the daemon.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
@@ -237,7 +238,10 @@ class ResetSelectApp(App[dict[str, Any] | None]):
                         style="bold")
             text.append(f"  {size(self.model.node_bytes(node))}", style="cyan")
             return text
-        text.append(node.label, style="bold" if node.kind in ("class", "rule") else "")
+        # A name that is not UTF-8 (surrogate escapes) shows as \xNN: never raw bytes
+        # on the terminal, and an encoder never trips on it.
+        label = os.fsencode(node.label).decode("utf-8", "backslashreplace")
+        text.append(label, style="bold" if node.kind in ("class", "rule") else "")
         text.append(f"  {size(self.model.node_bytes(node))}", style="cyan")
         if node.kind in {"class", "rule"}:
             n = len(node.members)

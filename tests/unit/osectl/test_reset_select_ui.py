@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,7 +39,8 @@ class FakeDaemon:
     """Preview/GetPlanItems/Execute as org.ose.Reset1 answers them: each Preview is a
     new plan of the rows its exclude_paths leave."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: list[tuple[str, int, str, str]] | None = None) -> None:
+        self.rows = ROWS if rows is None else rows
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.plans: dict[str, list[tuple[str, int, str, str]]] = {}
         self.results: dict[int, dict[str, Any]] = {}
@@ -48,7 +50,7 @@ class FakeDaemon:
         self.calls.append((member, tuple(body)))
         if member == "Preview":
             ex = body[0].get("exclude_paths", [])
-            rows = [r for r in ROWS if not any(r[0] == p or r[0].startswith(p + "/")
+            rows = [r for r in self.rows if not any(r[0] == p or r[0].startswith(p + "/")
                                                for p in ex)]
             pid = f"p{len(self.plans)}"
             self.plans[pid] = rows
@@ -64,7 +66,8 @@ class FakeDaemon:
             return self._job(plan)
         if member == "GetPlanItems":
             pid, offset, limit = body
-            return [{"path": p, "path_bytes": p.encode(), "bytes": b, "size": b, "cls": c,
+            return [{"path": os.fsencode(p).decode("utf-8", "backslashreplace"),
+                     "path_bytes": os.fsencode(p), "bytes": b, "size": b, "cls": c,
                      "rule": r, "kind": "file", "risk": "safe"}
                     for p, b, c, r in self.plans[pid][offset:offset + limit]]
         if member == "Execute":
@@ -185,3 +188,33 @@ def test_the_confirmation_shows_each_class_before_and_after_once() -> None:
     assert lines[1].split() == ["cache", "3", "3.0", "KiB", "2", "2.0", "KiB"]
     assert lines[4].split()[:2] == ["total", "5"] and lines[4].split()[4] == "3"
     assert lines[-1] == "plan p1, highest risk safe"
+
+
+def test_a_name_that_is_not_utf8_shows_escaped_and_is_left_out_with_its_directory() -> None:
+    rows = [("tmp/d/" + os.fsdecode(b"\xff.bin"), 10, "temp", "tmp"),
+            ("tmp/d/ok", 20, "temp", "tmp"), ("tmp/e", 5, "temp", "tmp")]
+
+    async def go() -> None:
+        fake = FakeDaemon(rows)
+        app = ResetSelectApp(fake, {"profile": "light"})
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            tree = app.query_one(PlanTree)
+            for _ in range(5):  # each level's lines appear once its parent is open
+                for line in list(app._walk(tree.root)):
+                    line.expand()
+                await pilot.pause()
+            lines = {line.label.plain.split("  ")[0][4:]: line for line in app._walk(tree.root)}
+            assert "\\xff.bin" in lines, sorted(lines)
+            tree.move_cursor(lines["\\xff.bin"])
+            await pilot.press("space", "x")
+            await settle(app, pilot)
+            assert "UTF-8" in str(app.query_one("#status", Static).render())
+            assert [m for m, _ in fake.calls].count("Preview") == 1
+            tree.move_cursor(lines["d"])
+            await pilot.press("space", "space")  # d: some -> all ticked -> none
+            await pilot.press("x")  # the whole directory can be said
+            await settle(app, pilot)
+            assert [b[0] for m, b in fake.calls if m == "Preview"][-1]["exclude_paths"] \
+                == ["tmp/d"]
+    asyncio.run(go())
