@@ -298,7 +298,11 @@ class ResetSelectApp(App[dict[str, Any] | None]):
     # --- execute ------------------------------------------------------------------------
 
     def action_execute(self) -> None:
-        if self.model is None or self.busy or self.result is not None:
+        if (self.model is None or self.busy or self.result is not None
+                or isinstance(self.screen, ConfirmScreen)):
+            return
+        if not self.model.totals("after")[0].count:
+            self._status("nothing ticked: nothing to execute")
             return
         try:
             sel = self.model.selection(self.base)

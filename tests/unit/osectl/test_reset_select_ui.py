@@ -142,6 +142,9 @@ def test_saying_no_executes_nothing_and_retick_restores_totals() -> None:
             assert "ticked:  3 items" in totals_text(app)
             await pilot.press("x")
             await settle(app, pilot)
+            await pilot.press("x")  # on the question: no second plan
+            await settle(app, pilot)
+            assert [m for m, _ in fake.calls].count("Preview") == 2
             await pilot.press("n")
             await settle(app, pilot)
             assert not [m for m, _ in fake.calls if m == "Execute"]
@@ -150,6 +153,11 @@ def test_saying_no_executes_nothing_and_retick_restores_totals() -> None:
             tree.move_cursor(tree.root.children[1])
             await pilot.press("space")
             assert "ticked:  4 items" in totals_text(app)
+            tree.move_cursor(tree.root)  # the plan line: everything off
+            await pilot.press("space", "x")
+            await settle(app, pilot)
+            assert "ticked:  0 items" in totals_text(app)
+            assert [m for m, _ in fake.calls].count("Preview") == 2
     asyncio.run(go())
 
 
