@@ -1,4 +1,5 @@
-"""osectl reset profiles|baseline|analyze|preview|items|execute|rollback|resume|executions."""
+"""osectl reset profiles|baseline|analyze|preview|select|items|execute|rollback|resume|
+ executions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import click
 
 from osectl.context import Ctx, follow_job, pass_ctx
+from osectl.errors import EXIT_FAILED, CliError
 from osectl.render import FORMATTERS
 from osectl.snapshot import _confirm
 from oseprovd.bus.names import IFACE_RESET, SERVICE_PATHS
@@ -215,6 +217,27 @@ def preview(ctx: Ctx, /, **kw: Any) -> None:
     _show_plan(ctx, plan)
     ctx.out.message(f"items: osectl reset items {plan.get('id')}; "
                     f"execute: osectl reset execute {plan.get('id')}")
+
+
+@reset.command()
+@selection_options
+@pass_ctx
+def select(ctx: Ctx, /, **kw: Any) -> None:
+    """Pick items in a terminal UI: tick, see the totals, execute (Textual)."""
+    sel = selection(kw)
+    try:
+        from osectl.reset_select import run  # Textual: only this command pays for it
+    except ImportError as exc:
+        raise CliError("org.ose.Client.Missing", f"reset select needs Textual ({exc})",
+                       EXIT_FAILED) from None
+    result = run(ctx.client, sel)
+    if result is None:
+        ctx.out.message("nothing executed")
+        return
+    ctx.out.message(f"removed {result.get('removed', 0)} items "
+                    f"({_size(result.get('removed_bytes'))}); execution "
+                    f"{result.get('execution')} (undo: osectl reset rollback "
+                    f"{result.get('execution')})", result)
 
 
 @reset.command()
