@@ -84,9 +84,9 @@ def rollback_action(record: RunRecord) -> str:
     return Action.TUNING_REVERT
 
 
+# Plain data (a job's Result is stored as JSON); to_dbus types it on the way out.
 def workflow_data(wf: Workflow) -> dict[str, Any]:
     data: dict[str, Any] = wf.model_dump(mode="json", exclude_none=True)
-    data["steps"] = [to_dbus(s) for s in data["steps"]]
     return data
 
 
@@ -95,7 +95,6 @@ def run_data(record: RunRecord) -> dict[str, Any]:
     data["started"] = record.started.timestamp()
     if record.finished is not None:
         data["finished"] = record.finished.timestamp()
-    data["steps"] = [to_dbus(s) for s in data["steps"]]
     return data
 
 

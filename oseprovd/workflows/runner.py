@@ -180,7 +180,7 @@ class WorkflowRunner:
                     if check_cancelled is not None:
                         check_cancelled()
                     journal.record("workflow.step", {"run": record.id, "index": i,
-                                                     "kind": step.kind})
+                                                     "step_kind": step.kind})
                     rec = self._step(i, step, prepared, journal, dry_run, facts, job_id,
                                      check_cancelled, record)
                 except Exception as exc:
