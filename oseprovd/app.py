@@ -211,6 +211,9 @@ def build_workflows(s: Settings, ctx: BusContext, jobs: JobManager, reset: Reset
     keep one change at a time), runs recorded in <state>/workflows."""
     runner = WorkflowRunner(RunStore(s.state_dir / "workflows"), reset.engine,
                             tuning.engine, snapshots)
+    for run in runner.recover():
+        log.warning("workflows: run %s of %s was stopped (%s); roll it back with "
+                    "`osectl workflow rollback %s`", run.id, run.workflow, run.state, run.id)
     catalog = WorkflowCatalog(s.root / "etc/ose/workflows.d")
     return WorkflowsInterface(ctx, catalog, runner, jobs, tuning)
 

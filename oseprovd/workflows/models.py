@@ -64,9 +64,10 @@ class Workflow(_Strict):
     steps: tuple[Step, ...] = Field(min_length=1, max_length=32)
 
 
-StepState = Literal["done", "failed", "skipped", "rolled_back", "rollback_failed"]
-RunState = Literal["running", "done", "failed", "rolling_back", "rolled_back",
-                   "rollback_failed"]
+StepState = Literal["running", "done", "failed", "skipped", "rolled_back",
+                    "rollback_failed"]
+RunState = Literal["running", "done", "failed", "interrupted", "rolling_back",
+                   "rolled_back", "rollback_failed"]
 
 
 class StepRecord(BaseModel):

@@ -118,14 +118,14 @@ class _Capture:
     """A journal that passes entries on and remembers the reset execution id that a
     step's `reset.begin` names (so a step that fails midway can still be undone)."""
 
-    def __init__(self, inner: Journal) -> None:
+    def __init__(self, inner: Journal, began: Callable[[str], None]) -> None:
         self.inner = inner
-        self.execution: str | None = None
+        self.began = began
 
     def record(self, step: str, data: dict[str, Any]) -> None:
-        if step == "reset.begin" and not data.get("dry_run"):
-            self.execution = str(data.get("op"))
         self.inner.record(step, data)
+        if step == "reset.begin" and not data.get("dry_run"):
+            self.began(str(data.get("op")))
 
 
 class WorkflowRunner:
@@ -165,26 +165,37 @@ class WorkflowRunner:
     def run(self, prepared: Prepared, journal: Journal, *, dry_run: bool = False,
             facts: MachineFacts | None = None, job_id: int | None = None,
             check_cancelled: CheckCancelled | None = None) -> RunRecord:
+        """Each step is in the run record (state "running", with what will undo it as
+        soon as it is known) before it acts, so a daemon killed midway leaves a record
+        that `recover` marks interrupted and `rollback` can undo."""
         wf = prepared.workflow
         record = RunRecord(id="w" + secrets.token_hex(8), workflow=wf.name, dry_run=dry_run,
                            state="running", started=self.clock(), job_id=job_id)
+
+        def save() -> None:
+            if not dry_run:
+                self.runs.save(record)
+
         if dry_run:
             journal = MemoryJournal()
-        else:
-            self.runs.save(record)
+        save()
         journal.record("workflow.begin", {"run": record.id, "workflow": wf.name,
                                           "dry_run": dry_run, "steps": len(wf.steps)})
         with self._lock:
             for i, step in enumerate(wf.steps):
+                current = StepRecord(index=i, kind=step.kind, state="running")
+                record.steps.append(current)
                 try:
                     if check_cancelled is not None:
                         check_cancelled()
+                    save()
                     journal.record("workflow.step", {"run": record.id, "index": i,
                                                      "step_kind": step.kind})
-                    rec = self._step(i, step, prepared, journal, dry_run, facts, job_id,
-                                     check_cancelled, record)
+                    self._step(current, step, prepared, journal, dry_run, facts, job_id,
+                               check_cancelled, record, save)
                 except Exception as exc:
-                    record.steps.append(self._failed(i, step.kind, exc, record))
+                    current.state = "failed"
+                    current.detail = str(exc)
                     record.state = "failed"
                     record.error = f"step {i + 1} ({step.kind}) failed: {exc}"
                     record.finished = self.clock()
@@ -192,88 +203,93 @@ class WorkflowRunner:
                         record.steps.append(StepRecord(index=j, kind=wf.steps[j].kind,
                                                        state="skipped"))
                     journal.record("workflow.failed", {"run": record.id, "index": i})
-                    if not dry_run:
-                        self.runs.save(record)
+                    save()
                     done = [s.index + 1 for s in record.steps if s.state == "done"]
                     raise WorkflowFailed(
                         f"workflow {wf.name}: {record.error}; steps done: "
                         f"{done or 'none'}; undo with `osectl workflow rollback "
                         f"{record.id}`") from exc
-                record.steps.append(rec)
+                current.state = "done"
                 journal.record("workflow.step.done", {"run": record.id, "index": i})
-                if not dry_run:
-                    self.runs.save(record)
+                save()
             record.state = "done"
             record.finished = self.clock()
             journal.record("workflow.done", {"run": record.id})
-            if not dry_run:
-                self.runs.save(record)
+            save()
             return record
 
-    def _failed(self, i: int, kind: str, exc: BaseException,
-                record: RunRecord) -> StepRecord:
-        partial: StepRecord = getattr(exc, "_ose_partial", None) or StepRecord(
-            index=i, kind=kind, state="failed")
-        partial.state = "failed"
-        partial.detail = str(exc)
-        return partial
-
-    def _step(self, i: int, step: SnapshotStep | ResetStep | TuningStep,
+    def _step(self, current: StepRecord, step: SnapshotStep | ResetStep | TuningStep,
               prepared: Prepared, journal: Journal, dry_run: bool,
               facts: MachineFacts | None, job_id: int | None,
-              check_cancelled: CheckCancelled | None, record: RunRecord) -> StepRecord:
+              check_cancelled: CheckCancelled | None, record: RunRecord,
+              save: Callable[[], None]) -> None:
+        """Carry out one step, filling `current` with what undoes it (saved as soon as
+        it is known)."""
         if isinstance(step, SnapshotStep):
             assert self.snapshots is not None
             if dry_run:
                 self.snapshots.config(step.config)
-                return StepRecord(index=i, kind=step.kind, state="done",
-                                  detail="dry run: no snapshot made")
+                current.detail = "dry run: no snapshot made"
+                return
             snap = self.snapshots.create_snapshot(
                 step.config, step.description or f"workflow {record.workflow} "
                 f"({record.id})", {"workflow": record.workflow, "run": record.id},
                 job_id=job_id, important=True)
-            return StepRecord(index=i, kind=step.kind, state="done", snapshot=snap.id)
+            current.snapshot = snap.id
+            return
         if isinstance(step, ResetStep):
             assert self.reset is not None
-            plan = prepared.plans[i]
-            capture = _Capture(journal)
-            try:
-                result = self.reset.execute(plan.id, plan.digest,
-                                            ExecuteOptions(dry_run=dry_run), capture,
-                                            job_id=job_id, check_cancelled=check_cancelled)
-            except Exception as exc:
-                exc._ose_partial = StepRecord(  # type: ignore[attr-defined]
-                    index=i, kind=step.kind, state="failed", execution=capture.execution)
-                raise
-            return StepRecord(
-                index=i, kind=step.kind, state="done",
-                execution=None if dry_run else result.execution,
-                result={"plan": plan.id, "removed": result.removed,
-                        "removed_bytes": result.removed_bytes,
-                        "skipped": result.skipped_count,
-                        "rollback_point": result.rollback_point or ""})
+            plan = prepared.plans[current.index]
+
+            def began(execution: str) -> None:
+                current.execution = execution
+                save()
+
+            result = self.reset.execute(plan.id, plan.digest, ExecuteOptions(dry_run=dry_run),
+                                        _Capture(journal, began), job_id=job_id,
+                                        check_cancelled=check_cancelled)
+            current.result = {"plan": plan.id, "removed": result.removed,
+                              "removed_bytes": result.removed_bytes,
+                              "skipped": result.skipped_count,
+                              "rollback_point": result.rollback_point or ""}
+            return
         assert self.tuning is not None
         if facts is None:
             raise NotApplicable("a tuning step needs the machine facts")
-        previous = self.tuning.active_profile
-        partial = StepRecord(index=i, kind=step.kind, state="failed",
-                             tuning_previous=previous,
-                             tuning_applied=None if dry_run else step.profile)
-        try:
-            applied = self.tuning.apply(step.profile, facts, dry_run, step.skip_power)
-        except Exception as exc:
-            exc._ose_partial = partial  # type: ignore[attr-defined]
-            raise
-        changed = sum(1 for o in applied.outcomes if o.status == "changed")
+        current.tuning_previous = self.tuning.active_profile
+        if not dry_run:
+            current.tuning_applied = step.profile
+            save()
+        applied = self.tuning.apply(step.profile, facts, dry_run, step.skip_power)
+        current.result = {"changed": sum(1 for o in applied.outcomes if o.status == "changed"),
+                          "knobs": len(applied.plan.items)}
         if not applied.complete and not dry_run:
-            err = NotApplicable(f"tuning profile {step.profile} did not take on every "
-                                "knob")
-            err._ose_partial = partial  # type: ignore[attr-defined]
-            raise err
-        return StepRecord(index=i, kind=step.kind, state="done",
-                          tuning_previous=previous,
-                          tuning_applied=None if dry_run else step.profile,
-                          result={"changed": changed, "knobs": len(applied.plan.items)})
+            raise NotApplicable(f"tuning profile {step.profile} did not take on every knob")
+
+    def recover(self) -> list[RunRecord]:
+        """At start: a run left "running" by a stopped daemon is marked interrupted (its
+        running step failed), so it can be rolled back as a whole; one left
+        "rolling_back" is marked rollback_failed, so the rollback can be run again."""
+        out = []
+        for record in self.runs.list():
+            if record.state == "rolling_back":
+                record.state = "rollback_failed"
+                record.error = "the daemon stopped during the rollback; roll back again"
+                self.runs.save(record)
+                out.append(record)
+                continue
+            if record.state != "running":
+                continue
+            for s in record.steps:
+                if s.state == "running":
+                    s.state = "failed"
+                    s.detail = "interrupted: the daemon stopped during this step"
+            record.state = "interrupted"
+            record.error = "the daemon stopped during the run"
+            record.finished = self.clock()
+            self.runs.save(record)
+            out.append(record)
+        return out
 
     # --- rollback -----------------------------------------------------------------------
 
@@ -283,7 +299,7 @@ class WorkflowRunner:
         record = self.runs.get(run_id)
         if record.dry_run:
             raise NotApplicable(f"run {run_id} was a dry run: nothing to roll back")
-        if record.state in ("rolled_back", "running"):
+        if record.state in ("rolled_back", "running", "rolling_back"):
             raise NotApplicable(f"run {run_id} is {record.state}")
         with self._lock:
             record.state = "rolling_back"

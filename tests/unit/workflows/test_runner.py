@@ -86,9 +86,9 @@ def _hash(p: Path) -> str:
 
 
 class World:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **engine_kw: object) -> None:
         (tmp_path / "reset").mkdir()
-        self.rig: Rig = make_rig(tmp_path / "reset")
+        self.rig: Rig = make_rig(tmp_path / "reset", **engine_kw)
         self.proc = tmp_path / "proc"
         for rel, value in PROC.items():
             p = self.proc / rel
@@ -102,7 +102,8 @@ class World:
                             TargetRoot(self.rig.root))
         self.tuning = TuningEngine(roots, TuningJournal(tmp_path / "tuning.journal"),
                                    ProfileCatalog(extra_dir=extra), ModprobeLoader())
-        self.runner = WorkflowRunner(RunStore(tmp_path / "runs"), self.rig.engine,
+        self.runs = tmp_path / "runs"
+        self.runner = WorkflowRunner(RunStore(self.runs), self.rig.engine,
                                      self.tuning, self.rig.snapshots)
         self.wfdir = tmp_path / "workflows.d"
         self.wfdir.mkdir()
@@ -187,3 +188,35 @@ def test_dry_run_changes_nothing_and_keeps_no_record(tmp_path: Path) -> None:
     assert len(w.rig.snapshots.list_snapshots("root")) == snaps
     assert w.runner.list_runs() == []
 
+
+
+class Killed(BaseException):
+    """Stands for the daemon dying: not an Exception, so nothing on the way catches it."""
+
+
+def test_a_run_stopped_midway_is_recovered_as_interrupted_and_rolled_back(
+        tmp_path: Path) -> None:
+    calls = []
+
+    def die_on_third(rel: str) -> None:
+        calls.append(rel)
+        if len(calls) == 3:
+            raise Killed
+
+    w = World(tmp_path, before_remove=die_on_third)
+    before = w.state()
+    wf = w.workflow("tidy", WORKFLOW.replace('kind = "snapshot"', 'kind = "tuning"\n'
+                                             'profile = "wftest"', 1))
+    prepared = w.runner.prepare(wf)
+    with pytest.raises(Killed):
+        w.runner.run(prepared, w.journal, facts=FACTS)
+    assert w.state() != before  # tuned, and two items removed
+    # a restarted daemon: a new runner over the same records
+    fresh = WorkflowRunner(RunStore(w.runs), w.rig.engine, w.tuning, w.rig.snapshots)
+    (rec,) = fresh.recover()
+    assert rec.state == "interrupted"
+    assert [s.state for s in rec.steps] == ["done", "failed"]
+    assert rec.steps[1].execution is not None
+    fresh.rollback(rec.id, w.journal, facts=FACTS)
+    assert w.state() == before
+    assert fresh.get_run(rec.id).state == "rolled_back"
