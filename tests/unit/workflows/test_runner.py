@@ -102,7 +102,7 @@ class World:
                             TargetRoot(self.rig.root))
         self.tuning = TuningEngine(roots, TuningJournal(tmp_path / "tuning.journal"),
                                    ProfileCatalog(extra_dir=extra), ModprobeLoader())
-        self.runs = tmp_path / "runs"
+        self.runs = tmp_path / "workflows"
         self.runner = WorkflowRunner(RunStore(self.runs), self.rig.engine,
                                      self.tuning, self.rig.snapshots)
         self.wfdir = tmp_path / "workflows.d"
@@ -215,6 +215,10 @@ def test_a_run_stopped_midway_is_recovered_as_interrupted_and_rolled_back(
     fresh = WorkflowRunner(RunStore(w.runs), w.rig.engine, w.tuning, w.rig.snapshots)
     (rec,) = fresh.recover()
     assert rec.state == "interrupted"
+    # what `osectl recovery list` shows a rescue shell: the executions to roll back
+    from osectl.recovery import _workflow_runs
+    (listed,) = _workflow_runs(tmp_path)
+    assert listed["id"] == rec.id and listed["executions"] == [rec.steps[1].execution]
     assert [s.state for s in rec.steps] == ["done", "failed"]
     assert rec.steps[1].execution is not None
     fresh.rollback(rec.id, w.journal, facts=FACTS)
