@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from oseprovd.errors import NotApplicable, NotFound, OseError
+from oseprovd.errors import Cancelled, NotApplicable, NotFound, OseError
 from oseprovd.reset.engine import ResetEngine
 from oseprovd.reset.models import ExecuteOptions, Plan
 from oseprovd.snapshots.engine import SnapshotEngine
@@ -204,6 +204,8 @@ class WorkflowRunner:
                                                        state="skipped"))
                     journal.record("workflow.failed", {"run": record.id, "index": i})
                     save()
+                    if isinstance(exc, Cancelled):
+                        raise  # the job ends as cancelled; the record says where
                     done = [s.index + 1 for s in record.steps if s.state == "done"]
                     raise WorkflowFailed(
                         f"workflow {wf.name}: {record.error}; steps done: "

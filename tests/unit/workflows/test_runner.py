@@ -224,3 +224,29 @@ def test_a_run_stopped_midway_is_recovered_as_interrupted_and_rolled_back(
     fresh.rollback(rec.id, w.journal, facts=FACTS)
     assert w.state() == before
     assert fresh.get_run(rec.id).state == "rolled_back"
+
+
+def test_cancel_between_steps_ends_the_run_as_cancelled(tmp_path: Path) -> None:
+    from oseprovd.errors import Cancelled
+
+    w = World(tmp_path)
+    before = w.state()
+    checks = []
+
+    def cancel_at_tuning() -> None:
+        checks.append(1)
+        if len(checks) == 1:
+            return
+        raise Cancelled("cancelled")
+
+    wf = w.workflow("tidy", WORKFLOW.replace('kind = "snapshot"', 'kind = "tuning"\n'
+                                             'profile = "wftest"', 1))
+    with pytest.raises(Cancelled):
+        w.runner.run(w.runner.prepare(wf), w.journal, facts=FACTS,
+                     check_cancelled=cancel_at_tuning)
+    (record,) = w.runner.list_runs()
+    assert record.state == "failed"
+    assert record.steps[0].state == "done"
+    assert w.knob("vm/swappiness") == "10"
+    w.runner.rollback(record.id, w.journal, facts=FACTS)
+    assert w.state() == before
