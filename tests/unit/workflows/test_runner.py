@@ -98,6 +98,8 @@ class World:
         extra = tmp_path / "tuning-profiles"
         extra.mkdir()
         (extra / "wftest.toml").write_text(TUNING_PROFILE)
+        (extra / "wfbase.toml").write_text(TUNING_PROFILE.replace("= 10", "= 30")
+                                           .replace("= 33", "= 25"))
         roots = TuningRoots(TargetRoot(self.proc), TargetRoot(tmp_path / "sys"),
                             TargetRoot(self.rig.root))
         self.tuning = TuningEngine(roots, TuningJournal(tmp_path / "tuning.journal"),
@@ -250,3 +252,18 @@ def test_cancel_between_steps_ends_the_run_as_cancelled(tmp_path: Path) -> None:
     assert w.knob("vm/swappiness") == "10"
     w.runner.rollback(record.id, w.journal, facts=FACTS)
     assert w.state() == before
+
+
+def test_rollback_puts_back_the_tuning_profile_active_before(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.tuning.apply("wfbase", FACTS)
+    assert w.knob("vm/swappiness") == "30"
+    before = w.state()
+    wf = w.workflow("tune", '[[step]]\nkind = "tuning"\nprofile = "wftest"\n')
+    record = w.runner.run(w.runner.prepare(wf), w.journal, facts=FACTS)
+    assert record.steps[0].tuning_previous == "wfbase"
+    assert w.knob("vm/swappiness") == "10" and w.knob("vm/dirty_ratio") == "33"
+    w.runner.rollback(record.id, w.journal, facts=FACTS)
+    assert w.knob("vm/swappiness") == "30" and w.knob("vm/dirty_ratio") == "25"
+    assert w.state() == before
+    assert w.tuning.active_profile == "wfbase"
