@@ -111,6 +111,11 @@ def test_run_and_rollback_as_admin_denied_to_user(rig, test_users) -> None:  # t
     assert call_as(user, as_client, "RunWorkflow", "sa{sv}", "tidy", {})[0] == DENIED
     assert manifest(root) == before and knob(proc, "vm/swappiness") == knobs
 
+    # a dry run through osectl (root) checks every step and changes nothing
+    dry = last_json(osectl(addr, "--json", "workflow", "run", "tidy", "--dry-run"))
+    assert dry["dry_run"] and [s["state"] for s in dry["steps"]] == ["done"] * 3
+    assert manifest(root) == before and knob(proc, "vm/swappiness") == knobs
+
     outcome, path = call_as(admin, as_client, "RunWorkflow", "sa{sv}", "tidy",
                             {"dry_run": Variant("b", False)})
     assert outcome == "ok", outcome
