@@ -143,3 +143,10 @@ def test_run_and_rollback_as_admin_denied_to_user(rig, test_users) -> None:  # t
     assert [r["state"] for r in runs] == ["rolled_back"]
     shown = last_json(osectl(addr, "--json", "workflow", "show", "tidy"))
     assert [s["kind"] for s in shown["steps"]] == ["snapshot", "reset", "tuning"]
+    for args in (("workflow", "list"), ("workflow", "show", "tidy"), ("workflow", "runs"),
+                 ("workflow", "runs", run_id)):
+        human = osectl(addr, "--no-color", *args)
+        assert human.returncode == 0, human.stderr
+        assert "tidy" in human.stdout
+    bad = osectl(addr, "workflow", "run", "broken", "--yes")
+    assert bad.returncode != 0 and "step[1].profile" in bad.stderr
