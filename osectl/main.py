@@ -19,6 +19,7 @@ from osectl.reset import reset
 from osectl.snapshot import snapshot
 from osectl.status import status
 from osectl.tune import tune
+from osectl.workflow import workflow
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -62,6 +63,7 @@ cli.add_command(scan)
 cli.add_command(report)
 cli.add_command(profile)
 cli.add_command(reset)
+cli.add_command(workflow)
 cli.add_command(recovery)
 
 

@@ -134,17 +134,38 @@ def list_executions(out: Ctx, ctx: click.Context) -> None:
     rows.sort(key=lambda r: (r["id"] not in rec.interrupted, r["started"]))
     points = [s.model_dump(mode="json") for s in rec.snapshots.list_snapshots(
         rec.engine.snapshot_config)] if rec.snapshots.list_configs() else []
+    runs = _workflow_runs(rec.settings.state_dir)
     if out.out.as_json:
         out.out.json({"executions": rows, "interrupted": sorted(rec.interrupted),
-                      "rollback_points": points})
+                      "rollback_points": points, "workflow_runs": runs})
         return
     show_executions(out, rows)
+    if runs:
+        out.out.table(runs, "Workflow runs (undo: their reset executions, last first)", [
+            ("id", "Run", None), ("workflow", "Workflow", None), ("state", "State", None),
+            ("executions", "Reset executions", None)], "")
     out.out.table(points, "Rollback points (snapshot config root)", [
         ("id", "Snapshot", None), ("kind", "Kind", None), ("created", "Created", None),
         ("description", "Description", None)], "No rollback points.")
     if rec.interrupted:
         out.out.message("interrupted: " + ", ".join(sorted(rec.interrupted))
                         + "; osectl recovery rollback|resume ID")
+
+
+def _workflow_runs(state_dir: Path) -> list[dict[str, Any]]:
+    """Workflow runs not rolled back, with the reset executions they made (last first):
+    without the daemon, each is rolled back with `osectl recovery rollback`."""
+    from oseprovd.workflows.runner import RunStore
+
+    out = []
+    for r in RunStore(state_dir / "workflows").list():
+        if r.dry_run or r.state == "rolled_back":
+            continue
+        execs = [s.execution for s in sorted(r.steps, key=lambda s: -s.index)
+                 if s.execution is not None and s.state != "rolled_back"]
+        out.append({"id": r.id, "workflow": r.workflow, "state": r.state,
+                    "executions": execs})
+    return out
 
 
 @recovery.command()

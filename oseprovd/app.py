@@ -37,6 +37,7 @@ from oseprovd.bus.snapshots import SnapshotsInterface
 from oseprovd.bus.systemd_units import SystemdUnitStates
 from oseprovd.bus.testing import TEST_PATH, TestInterface
 from oseprovd.bus.tuning import TuningInterface
+from oseprovd.bus.workflows import WorkflowsInterface
 from oseprovd.config import Limits, Settings
 from oseprovd.discovery import DiscoveryCache, DiscoveryEngine, SystemRoots
 from oseprovd.discovery.registry import CollectorSpec
@@ -61,6 +62,8 @@ from oseprovd.tuning.journal import FileJournal
 from oseprovd.tuning.network import ModprobeLoader
 from oseprovd.tuning.profiles import ProfileCatalog
 from oseprovd.tuning.roots import TuningRoots
+from oseprovd.workflows.loader import WorkflowCatalog
+from oseprovd.workflows.runner import RunStore, WorkflowRunner
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +205,19 @@ def build_reset(s: Settings, snapshots: SnapshotEngine, ctx: BusContext,
     return ResetInterface(ctx, engine, jobs)
 
 
+def build_workflows(s: Settings, ctx: BusContext, jobs: JobManager, reset: ResetInterface,
+                    tuning: TuningInterface, snapshots: SnapshotEngine) -> WorkflowsInterface:
+    """The Workflows1 object over the same engines as Reset1 and Tuning1 (their locks
+    keep one change at a time), runs recorded in <state>/workflows."""
+    runner = WorkflowRunner(RunStore(s.state_dir / "workflows"), reset.engine,
+                            tuning.engine, snapshots)
+    for run in runner.recover():
+        log.warning("workflows: run %s of %s was stopped (%s); roll it back with "
+                    "`osectl workflow rollback %s`", run.id, run.workflow, run.state, run.id)
+    catalog = WorkflowCatalog(s.root / "etc/ose/workflows.d")
+    return WorkflowsInterface(ctx, catalog, runner, jobs, tuning)
+
+
 async def bus_context(bus: MessageBus, store: Store,
                       limits: Limits) -> tuple[BusContext, NameWatch]:
     """What every handler needs: who calls, polkit, audit, limits; and the name watch."""
@@ -274,7 +290,9 @@ class Daemon:
         tuning = build_tuning(s, ctx, jobs, names, bus, discovery=discovery.cache)
         snapshots_iface = await build_snapshots(snapshots, ctx, jobs, store, names)
         reset = build_reset(s, snapshots, ctx, jobs)
-        services: list[ServiceInterface] = [discovery, tuning, snapshots_iface, reset]
+        workflows = build_workflows(s, ctx, jobs, reset, tuning, snapshots)
+        services: list[ServiceInterface] = [discovery, tuning, snapshots_iface, reset,
+                                            workflows]
         features = sorted(iface.name for iface in services)
         exported: list[tuple[str, ServiceInterface]] = [
             (ROOT_PATH, ManagerInterface(ctx, jobs, store, names, str(s.root), features)),

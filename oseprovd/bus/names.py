@@ -14,6 +14,7 @@ IFACE_RESET = "org.ose.Reset1"
 IFACE_REINSTALL = "org.ose.Reinstall1"
 IFACE_TUNING = "org.ose.Tuning1"
 IFACE_TERMINAL = "org.ose.Terminal1"
+IFACE_WORKFLOWS = "org.ose.Workflows1"
 
 # Service interfaces and where they live; the Manager's Features lists those exported.
 SERVICE_PATHS = {
@@ -23,6 +24,7 @@ SERVICE_PATHS = {
     IFACE_REINSTALL: f"{ROOT_PATH}/Reinstall",
     IFACE_TUNING: f"{ROOT_PATH}/Tuning",
     IFACE_TERMINAL: f"{ROOT_PATH}/Terminal",
+    IFACE_WORKFLOWS: f"{ROOT_PATH}/Workflows",
 }
 
 

@@ -175,6 +175,10 @@ class ResetInterface(ServiceInterface):
         self._engine = engine
         self._jobs = jobs
 
+    @property
+    def engine(self) -> ResetEngine:
+        return self._engine
+
     def close(self) -> None:
         """Stop the engine's walker processes (after the jobs have stopped)."""
         self._engine.close()

@@ -62,6 +62,17 @@ class TuningInterface(ServiceInterface):
         self._hold_owner: dict[int, tuple[str, int]] = {}
         names.on_vanished(self._caller_left)
 
+    @property
+    def engine(self) -> TuningEngine:
+        return self._engine
+
+    async def machine_facts(self) -> MachineFacts:
+        return await self._facts()
+
+    def changed_elsewhere(self) -> None:
+        """Another service (a workflow) applied or reverted a profile."""
+        self._changed()
+
     async def refresh_recommended(self) -> None:
         rec = await asyncio.to_thread(self._engine.recommend, await self._facts())
         self._recommended = rec.profile

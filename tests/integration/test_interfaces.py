@@ -51,7 +51,7 @@ async def live(address: str, path: str, name: str) -> dict[str, object]:
 def test_every_shipped_interface_has_a_contract_file():
     assert sorted(p.stem for p in INTERFACES.glob("*.xml")) == [
         "org.ose.Discovery1", "org.ose.Job1", "org.ose.Manager1", "org.ose.Reset1",
-        "org.ose.Snapshots1", "org.ose.Tuning1"]
+        "org.ose.Snapshots1", "org.ose.Tuning1", "org.ose.Workflows1"]
 
 
 def test_live_introspection_matches_the_xml(ose_daemon):
@@ -71,7 +71,8 @@ def test_live_introspection_matches_the_xml(ose_daemon):
                        ("/org/ose/Provisioning1/Tuning", "org.ose.Tuning1"),
                        ("/org/ose/Provisioning1/Snapshots", "org.ose.Snapshots1"),
                        ("/org/ose/Provisioning1/Discovery", "org.ose.Discovery1"),
-                       ("/org/ose/Provisioning1/Reset", "org.ose.Reset1")):
+                       ("/org/ose/Provisioning1/Reset", "org.ose.Reset1"),
+                       ("/org/ose/Provisioning1/Workflows", "org.ose.Workflows1")):
         assert asyncio.run(live(d.bus_address, path, name)) == contract(name), name
 
 
@@ -85,6 +86,7 @@ def test_every_exported_method_declares_a_policy():
     from oseprovd.bus.reset import ResetInterface
     from oseprovd.bus.snapshots import SnapshotsInterface
     from oseprovd.bus.tuning import TuningInterface
+    from oseprovd.bus.workflows import WorkflowsInterface
     from oseprovd.discovery import DiscoveryCache, DiscoveryEngine
     from oseprovd.store.jobs import JobRecord, JobState
 
@@ -99,6 +101,7 @@ def test_every_exported_method_declares_a_policy():
         "org.ose.Tuning1": TuningInterface(None, None, None, None, Names(), None),  # type: ignore[arg-type]
         "org.ose.Snapshots1": SnapshotsInterface(None, None, None, None),  # type: ignore[arg-type]
         "org.ose.Reset1": ResetInterface(None, None, None),  # type: ignore[arg-type]
+        "org.ose.Workflows1": WorkflowsInterface(None, None, None, None, None),  # type: ignore[arg-type]
         "org.ose.Discovery1": DiscoveryInterface(
             None, DiscoveryCache(DiscoveryEngine()), None, None),  # type: ignore[arg-type]
     }

@@ -1,0 +1,1 @@
+"""Workflows: named sequences of snapshot, reset and tuning steps run as one job."""
