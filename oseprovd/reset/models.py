@@ -105,12 +105,14 @@ class Totals(_Frozen):
 
 
 class PackageChange(_Frozen):
-    action: Literal["remove", "purge"]
+    # install: a baseline package removed since (nuclear), from a local .deb
+    action: Literal["remove", "purge", "install"]
     name: str
     architecture: str
     version: str
     reason: str
     requested: bool = True  # False: apt removes it along (dependent, or now unneeded)
+    deb: str = ""  # install: the .deb under the root ("" = none at hand: not installed)
 
 
 class AnalyzeResult(_Frozen):
@@ -188,6 +190,8 @@ class ExecuteResult(_Frozen):
     skipped_count: NonNegative = 0
     rollback_point: str | None = None
     packages_removed: tuple[str, ...] = ()
+    packages_installed: tuple[str, ...] = ()  # baseline packages put back (nuclear)
+    packages_not_installed: tuple[str, ...] = ()  # name: why (no .deb at hand, dpkg failed)
     conffiles_restored: tuple[str, ...] = ()
     state: ExecutionState = "done"
 
