@@ -66,6 +66,7 @@ from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpe
 from oseprovd.reset.skel import copy_skel, skel_paths
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
+from oseprovd.snapshots.models import RollbackResult
 from oseprovd.system.rootfs import TargetRoot, split_rel
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,51 @@ class ResetEngine:
     # -- baseline --------------------------------------------------------------------
 
     def capture_baseline(self) -> Baseline:
+        """Capture (and store) the baseline; on a btrfs root also take an important
+        snapshot of it, so the whole root can be rolled back to this moment."""
         b = baseline_mod.capture(self.root, self.clock)
+        if self._btrfs_root():
+            assert self.snapshots is not None
+            rec = self.snapshots.create_snapshot(
+                self.snapshot_config, "factory baseline (ose reset)",
+                {"ose.reset": "baseline"}, important=True)
+            b = b.model_copy(update={"snapshot": rec.id})
         self.baselines.save(b)
         return b
+
+    def _btrfs_root(self) -> bool:
+        if self.snapshots is None:
+            return False
+        try:
+            cfg = self.snapshots.config(self.snapshot_config)
+        except OseError:
+            return False
+        return cfg.backend == "btrfs"
+
+    def baseline_snapshot(self) -> str | None:
+        """The baseline's btrfs snapshot if it is still there, else None."""
+        b = self.baselines.load()
+        if b is None or b.snapshot is None or not self._btrfs_root():
+            return None
+        assert self.snapshots is not None
+        try:
+            self.snapshots.get_snapshot(b.snapshot)
+        except OseError:
+            return None
+        return b.snapshot
+
+    def rollback_to_baseline(self) -> RollbackResult:
+        """The other factory reset, on btrfs: the root back to the snapshot taken
+        with the baseline (the snapshot engine's rollback: the default subvolume for
+        the running root, `reboot_required`; a swap for another subvolume). What is
+        live now is kept as the snapshot engine's `previous` snapshot."""
+        snap = self.baseline_snapshot()
+        if snap is None:
+            raise NotApplicable("no baseline snapshot: capture the baseline on a btrfs "
+                                "root to have one")
+        assert self.snapshots is not None
+        with self._exclusive():
+            return self.snapshots.rollback(snap)
 
     def baseline(self) -> Baseline:
         return self.baselines.load() or baseline_mod.distribution(self.root, self.clock)
@@ -410,6 +453,9 @@ class ResetEngine:
     def _notes(self, profile: Profile, base: Baseline, result: ScanResult,
                changes: Sequence[PackageChange] = ()) -> list[str]:
         notes = []
+        if base.snapshot is not None and self.baseline_snapshot() is not None:
+            notes.append(f"btrfs: the whole root can instead be rolled back to the "
+                         f"baseline's snapshot {base.snapshot} (reboot required)")
         for c in changes:
             if c.action == "install" and not c.deb:
                 notes.append(f"{c.name} {c.version} ({c.architecture}) is in the baseline "
@@ -468,6 +514,7 @@ class ResetEngine:
                                              else frozenset())
                           if profile.packages.restore_conffiles else ())
                 if c.package not in {ch.name for ch in changes}),  # going anyway
+            baseline_rollback=self.baseline_snapshot(),
             notes=tuple(self._notes(profile, base, result, changes)))
 
     def _new_users(self, profile: Profile, selection: Selection,

@@ -67,6 +67,9 @@ class Baseline(_Frozen):
     groups: tuple[Account, ...] = ()
     services: tuple[EnabledService, ...] = ()
     note: str = ""
+    # on btrfs: the important snapshot of the root taken at capture time, the other
+    # kind of factory reset (ResetEngine.rollback_to_baseline)
+    snapshot: str | None = None
 
 
 # -- selection and plans ------------------------------------------------------------
@@ -129,6 +132,9 @@ class AnalyzeResult(_Frozen):
     users_removed: tuple[str, ...] = ()  # accounts created after the baseline (nuclear)
     # deep: modified conffiles -> (path, package, dpkg's md5, .deb in apt's cache)
     conffiles_restored: tuple[tuple[str, str, str, str], ...] = ()
+    # btrfs: the baseline's snapshot the whole root can be rolled back to instead
+    # (rollback_to_baseline; reboot required for the running root), else None
+    baseline_rollback: str | None = None
     notes: tuple[str, ...] = ()
 
 

@@ -110,3 +110,51 @@ def test_nuclear_brings_the_baseline_package_set_back(
     diff = treemanifest.differences(before, treemanifest.manifest(
         root, exclude=(b"var/lib/ose",)))
     assert diff == [], "\n".join(diff)
+
+
+def test_btrfs_baseline_snapshot_is_offered_and_rolls_the_root_back(
+        target: Target, tmp_path: Path) -> None:  # noqa: F811
+    """On btrfs CaptureBaseline takes an important snapshot of the root; Analyze and
+    Preview offer it; rollback_to_baseline swaps the (non-root) subvolume back to it
+    and the tree equals the manifest taken at baseline time. On ext4 there is none."""
+    from oseprovd.errors import NotApplicable
+
+    root = target.root
+    make_lived_in(root)
+    b = target.engine.capture_baseline()
+    if target.backend != "btrfs":
+        assert b.snapshot is None
+        assert target.engine.analyze(Selection(profile="light")).baseline_rollback is None
+        with pytest.raises(NotApplicable):
+            target.engine.rollback_to_baseline()
+        return
+    assert b.snapshot is not None
+    snaps = target.engine.snapshots
+    assert snaps is not None and snaps.get_snapshot(b.snapshot).important
+    base_tree = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+    base_set = installed(root)
+    # ground truth: the kernel lists a read-only subvolume for it
+    listing = subprocess.run([require("btrfs", "btrfs-progs"), "subvolume", "list", "-r",
+                              "--", str(root.parent)], check=True, capture_output=True,
+                             text=True).stdout
+    assert len(listing.splitlines()) == 1, listing
+    # lived in after the baseline
+    dpkg_install(root, build_deb(tmp_path, "ose-late", {"/usr/bin/ose-late": "x\n"}))
+    shutil.rmtree(root / "home/alice/Documents")
+    (root / "etc/debian_version").write_text("13.0-mine\n")
+    (root / "srv/new.txt").write_text("new\n")
+    assert installed(root) != base_set
+
+    a = target.engine.analyze(Selection(profile="light"))
+    assert a.baseline_rollback == b.snapshot
+    assert any(b.snapshot in n and "reboot" in n for n in a.notes)
+    plan = target.engine.preview(Selection(profile="nuclear"))
+    assert plan.analysis.baseline_rollback == b.snapshot
+
+    r = target.engine.rollback_to_baseline()
+    assert r.snapshot == b.snapshot and r.previous is not None
+    assert not r.reboot_required  # a swapped subvolume, not the running root
+    assert installed(root) == base_set  # ground truth: dpkg-query on the target
+    diff = treemanifest.differences(base_tree, treemanifest.manifest(
+        root, exclude=(b"var/lib/ose",)))
+    assert diff == [], "\n".join(diff)
