@@ -103,7 +103,7 @@ class AptChroot:
         if not debs:
             raise InvalidArguments("no .debs to install")
         for d in debs:
-            if not _DEB_PATH.fullmatch(d):
+            if not _DEB_PATH.fullmatch(d) or {".", ".."} & set(d.split("/")):
                 raise InvalidArguments(f"invalid .deb path {d!r}")
         argv = [self.dpkg, "--force-confdef", "--force-confold", "-i", "--",
                 *(f"/{d}" for d in debs)]
