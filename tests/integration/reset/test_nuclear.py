@@ -158,3 +158,67 @@ def test_btrfs_baseline_snapshot_is_offered_and_rolls_the_root_back(
     diff = treemanifest.differences(base_tree, treemanifest.manifest(
         root, exclude=(b"var/lib/ose",)))
     assert diff == [], "\n".join(diff)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("step", "when", "then"), [
+    ("reset.install", "after", "resume"),        # journaled, dpkg not run yet
+    ("reset.install.done", "before", "resume"),  # dpkg ran, not journaled yet
+    ("reset.install.done", "before", "rollback"),
+])
+def test_kill_during_nuclear_reinstall_then_recover(tmp_path: Path, step: str, when: str,
+                                                    then: str) -> None:
+    """SIGKILL around the reinstall step on the real root (copy store), then a
+    restarted engine resumes (the baseline package at its version, dpkg-query) or
+    rolls back (dpkg-query -W and the manifest of before)."""
+    import json
+    import sys
+
+    from oseprovd.reset.packages import AptChroot
+    from oseprovd.snapshots.journal import read_journal
+    from tests.harness.components import REPO_ROOT
+    from tests.harness.loopfs import loop_fs
+    from tests.integration.reset.debian_root import unpack_root
+    from tests.unit.reset.livedin import LivedIn, open_rig
+
+    with loop_fs(tmp_path, "ext4", size_mb=1500) as mnt:
+        root = unpack_root(mnt / "root")
+        (root / "var/lib/ose").mkdir(mode=0o700)
+        make_lived_in(root)
+        keep = build_deb(tmp_path, "ose-keep", {"/usr/share/ose-keep/data": "v1\n"})
+        dpkg_install(root, keep)
+        shutil.copy2(keep, root / KEEP_DEB)
+        rig = open_rig(tmp_path, root, LivedIn(root=root), packages=AptChroot())
+        rig.engine.capture_baseline()
+        base_set = installed(root)
+        dpkg_remove(root, "ose-keep", purge=True)
+        before_set = installed(root)
+        before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
+        plan = rig.engine.preview(Selection(profile="nuclear"))
+        assert [c.name for c in plan.analysis.package_changes] == ["ose-keep"]
+        rig.engine.close()
+        rig.engine.store.close()
+        spec = {"tmp": str(tmp_path), "root": str(root), "plan": plan.id,
+                "digest": plan.digest, "action": "execute", "apt": True,
+                "kill_step": step, "when": when}
+        proc = subprocess.run([sys.executable, "-m", "tests.unit.reset.kill_child",
+                               json.dumps(spec)], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        fresh = open_rig(tmp_path, root, LivedIn(root=root), packages=AptChroot())
+        try:
+            fresh.snapshots.recover(read_journal(fresh.snap_journal.path))
+            (ex,) = fresh.engine.interrupted()
+            if then == "resume":
+                r = fresh.engine.resume(ex.id, read_journal(fresh.journal.path),
+                                        fresh.journal)
+                assert r.packages_installed == ("ose-keep",)
+                assert installed(root) == base_set  # ground truth: dpkg-query
+            fresh.engine.rollback(ex.id, fresh.journal)
+            assert installed(root) == before_set
+            diff = treemanifest.differences(before, treemanifest.manifest(
+                root, exclude=(b"var/lib/ose",)))
+            assert diff == [], "\n".join(diff)
+        finally:
+            fresh.engine.close()
+            fresh.engine.store.close()
