@@ -75,6 +75,7 @@ def test_nuclear_brings_the_baseline_package_set_back(
     assert {"etc/apt/apt.conf.d/01autoremove", "etc/dpkg/dpkg.cfg"} <= set(truth)
     before_set = installed(root)
     assert before_set == base_set - {("ose-keep", "1.0"), ("ose-gone", "1.0")}
+    before_w = dpkg_query(root, "-W", "-f", "${Package} ${Version} ${db:Status-Abbrev}\n")
     before = treemanifest.manifest(root, exclude=(b"var/lib/ose",))
 
     plan = target.engine.preview(Selection(profile="nuclear"))
@@ -106,6 +107,9 @@ def test_nuclear_brings_the_baseline_package_set_back(
 
     target.engine.rollback(r.execution, target.journal)
     assert installed(root) == before_set
+    # every package dpkg knows, with its state (ose-gone stays "removed, config")
+    assert dpkg_query(root, "-W", "-f",
+                      "${Package} ${Version} ${db:Status-Abbrev}\n") == before_w
     assert "ose-keep" not in dpkg_query(root, "-W", "-f", "${Package}\n")
     diff = treemanifest.differences(before, treemanifest.manifest(
         root, exclude=(b"var/lib/ose",)))
