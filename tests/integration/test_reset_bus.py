@@ -489,4 +489,8 @@ def test_rollback_to_baseline_needs_the_system_action_and_a_btrfs_snapshot(  # t
     assert state == "failed" and error[0] == "NotApplicable"
     outcome, path = call_as(admin, as_client, "Analyze", "a{sv}", LIGHT)
     assert run_job(addr, path).get("baseline_rollback") in (None, "")
+    # osectl: without a terminal and --yes nothing is asked; with --yes the job fails
+    assert osectl(addr, "--json", "reset", "rollback-baseline").returncode == 2
+    failed = osectl(addr, "--json", "reset", "rollback-baseline", "--yes")
+    assert failed.returncode != 0 and "NotApplicable" in failed.stdout + failed.stderr
     assert treemanifest.differences(before, manifest(root)) == []
