@@ -7,6 +7,7 @@ several rounds. Also: Preview (which stores every item in SQLite and hashes them
 the raw scan without the engine around it.
 
     .venv/bin/python -m benchmarks.reset [--files 200000] [--rounds 7] [--keep DIR]
+    .venv/bin/python -m benchmarks.reset --bleachbit [--files 40000] [--rounds 7]
 
 Run as root from the repository root.
 """
@@ -63,9 +64,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--keep", type=Path, default=None,
                     help="build (or reuse) the tree here instead of a temp dir")
+    ap.add_argument("--bleachbit", action="store_true",
+                    help="instead: light on a lived-in root against BleachBit's --preview "
+                         "(installs bleachbit with apt-get if missing)")
     ap.add_argument("--execute", action="store_true",
                     help="also time Execute + Rollback (copy store) on a copy of the tree")
     args = ap.parse_args()
+    if args.bleachbit:
+        from benchmarks.reset_bleachbit import side_by_side
+        side_by_side(min(args.files, 40_000) if args.files == 200_000 else args.files,
+                     args.rounds)
+        return
     base = args.keep or Path(tempfile.mkdtemp(prefix="ose-bench-reset-"))
     root = base / "root"
     if not (root / "var/tmp").exists():

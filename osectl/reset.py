@@ -304,6 +304,20 @@ def rollback(ctx: Ctx, execution_id: str, yes: bool) -> None:
                     f"restored from {result.get('snapshot') or '-'}", result)
 
 
+@reset.command("rollback-baseline")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def rollback_baseline(ctx: Ctx, yes: bool) -> None:
+    """btrfs: roll the whole root back to the snapshot taken with the baseline."""
+    _confirm(yes, "Roll the whole root back to the baseline snapshot (everything "
+                  "since is kept only in the previous snapshot)?")
+    result = follow_job(ctx, _call(ctx, "RollbackToBaseline"), "rollback to baseline")
+    ctx.out.message(f"rolled back to {result.get('snapshot') or '-'}; previous state in "
+                    f"{result.get('previous') or '-'}"
+                    + ("; reboot required" if result.get("reboot_required") else ""),
+                    result)
+
+
 @reset.command()
 @click.argument("execution_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

@@ -222,7 +222,23 @@ class ResetInterface(ServiceInterface):
         return to_dbus({"source": b.source, "captured": b.captured.timestamp(),
                         "packages": len(b.packages), "conffiles": len(b.conffiles),
                         "users": len(b.users), "groups": len(b.groups),
-                        "services": len(b.services)})
+                        "services": len(b.services), "snapshot": b.snapshot or ""})
+
+    @method()
+    @exported(Action.RESET_SYSTEM, expensive=True)
+    async def RollbackToBaseline(self) -> "o":
+        """btrfs: the whole root back to the snapshot taken with the baseline (a job;
+        its Result says reboot_required). NotApplicable without that snapshot."""
+        who = await authorize()
+
+        async def run(job: JobContext) -> dict[str, Any]:
+            job.progress(0.1, "rolling the root back to the baseline snapshot")
+            result = await asyncio.to_thread(self._engine.rollback_to_baseline)
+            return result.model_dump(mode="json")
+
+        job = self._jobs.start("reset.rollback_to_baseline", who.uid, run,
+                               exclusive="system")
+        return job_path(job.id)
 
     # --- analyze and preview ------------------------------------------------------------
 

@@ -37,8 +37,10 @@ def _deb_name(name: str, version: str, arch: str) -> str:
     return f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
 
 
-def modified(root: TargetRoot) -> list[ConffileRestore]:
-    """Installed packages' conffiles whose bytes differ from dpkg's md5sum."""
+def modified(root: TargetRoot,
+             missing_too: frozenset[str] = frozenset()) -> list[ConffileRestore]:
+    """Installed packages' conffiles whose bytes differ from dpkg's md5sum; for the
+    packages in `missing_too` (nuclear: apt and dpkg) a deleted conffile too."""
     pkgs = {p.name: p for p in dpkgdb.installed_packages(root)}
     out = []
     for c in dpkgdb.parse_conffiles(dpkgdb.read_status(root)):
@@ -48,9 +50,13 @@ def modified(root: TargetRoot) -> list[ConffileRestore]:
         rel = root.resolve_rel(c.path)
         try:
             data = root.read_bytes(rel, MAX_CONFFILE)
-        except (FileNotFoundError, OseError, OSError):
-            continue  # removed by the admin: dpkg keeps it removed too
-        if hashlib.md5(data, usedforsecurity=False).hexdigest() == c.md5:
+        except FileNotFoundError:
+            if c.package not in missing_too:
+                continue  # removed by the admin: dpkg keeps it removed too
+            data = None
+        except (OseError, OSError):
+            continue
+        if data is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() == c.md5:
             continue
         deb = f"{ARCHIVES}/{_deb_name(p.name, p.version or '', p.architecture or '')}"
         st = root.lstat(deb)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from oseprovd.discovery.fsread import MountTable
 from oseprovd.errors import Busy, Cancelled, InvalidArguments, NotApplicable, OseError
 from oseprovd.reset import baseline as baseline_mod
-from oseprovd.reset import conffiles, dpkgdb
+from oseprovd.reset import conffiles, dpkgdb, reinstall
 from oseprovd.reset.accounts import USER_NAME, AccountTool, user_paths
 from oseprovd.reset.baseline import BaselineRepository
 from oseprovd.reset.errors import DigestMismatch, ExecutionNotFound, PlanNotFound
@@ -66,6 +66,7 @@ from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpe
 from oseprovd.reset.skel import copy_skel, skel_paths
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
+from oseprovd.snapshots.models import RollbackResult
 from oseprovd.system.rootfs import TargetRoot, split_rel
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,51 @@ class ResetEngine:
     # -- baseline --------------------------------------------------------------------
 
     def capture_baseline(self) -> Baseline:
+        """Capture (and store) the baseline; on a btrfs root also take an important
+        snapshot of it, so the whole root can be rolled back to this moment."""
         b = baseline_mod.capture(self.root, self.clock)
+        if self._btrfs_root():
+            assert self.snapshots is not None
+            rec = self.snapshots.create_snapshot(
+                self.snapshot_config, "factory baseline (ose reset)",
+                {"ose.reset": "baseline"}, important=True)
+            b = b.model_copy(update={"snapshot": rec.id})
         self.baselines.save(b)
         return b
+
+    def _btrfs_root(self) -> bool:
+        if self.snapshots is None:
+            return False
+        try:
+            cfg = self.snapshots.config(self.snapshot_config)
+        except OseError:
+            return False
+        return cfg.backend == "btrfs"
+
+    def baseline_snapshot(self) -> str | None:
+        """The baseline's btrfs snapshot if it is still there, else None."""
+        b = self.baselines.load()
+        if b is None or b.snapshot is None or not self._btrfs_root():
+            return None
+        assert self.snapshots is not None
+        try:
+            self.snapshots.get_snapshot(b.snapshot)
+        except OseError:
+            return None
+        return b.snapshot
+
+    def rollback_to_baseline(self) -> RollbackResult:
+        """The other factory reset, on btrfs: the root back to the snapshot taken
+        with the baseline (the snapshot engine's rollback: the default subvolume for
+        the running root, `reboot_required`; a swap for another subvolume). What is
+        live now is kept as the snapshot engine's `previous` snapshot."""
+        snap = self.baseline_snapshot()
+        if snap is None:
+            raise NotApplicable("no baseline snapshot: capture the baseline on a btrfs "
+                                "root to have one")
+        assert self.snapshots is not None
+        with self._exclusive():
+            return self.snapshots.rollback(snap)
 
     def baseline(self) -> Baseline:
         return self.baselines.load() or baseline_mod.distribution(self.root, self.clock)
@@ -336,8 +379,17 @@ class ResetEngine:
     def _package_changes(self, profile: Profile, selection: Selection,
                          base: Baseline) -> tuple[list[PackageChange], int]:
         installed = dpkgdb.installed_packages(self.root)
-        if not profile.packages.remove_after_baseline or not selection_packages(selection):
+        if not selection_packages(selection):
             return [], len(installed)
+        changes = []
+        if profile.packages.remove_after_baseline:
+            changes = self._removals(profile, selection, base, installed)
+        if profile.packages.restore_baseline:
+            changes += self._installs(selection, base, installed)
+        return changes, len(installed)
+
+    def _removals(self, profile: Profile, selection: Selection, base: Baseline,
+                  installed: Sequence[Any]) -> list[PackageChange]:
         known = {(p.name, p.architecture) for p in base.packages}
         changes = []
         for p in installed:
@@ -357,7 +409,31 @@ class ResetEngine:
                              f"{p.priority or 'unknown'})")))
         if changes and self.packages is not None:
             changes = self._simulated(changes, profile.packages.purge_data)
-        return changes, len(installed)
+        return changes
+
+    def _installs(self, selection: Selection, base: Baseline,
+                  installed: Sequence[Any]) -> list[PackageChange]:
+        """nuclear: baseline packages not installed now, at their baseline version,
+        from a .deb at hand (deb="" when there is none: listed, not installed)."""
+        have = {(p.name, p.architecture or "") for p in installed}
+        out = []
+        for p in base.packages:
+            if (p.name, p.architecture) in have or not dpkgdb.PACKAGE_NAME.fullmatch(p.name):
+                continue
+            if p.architecture and not dpkgdb.ARCH_NAME.fullmatch(p.architecture):
+                continue
+            if selection.packages and not _match_any(p.name, selection.packages):
+                continue
+            if _match_any(p.name, selection.exclude_packages):
+                continue
+            deb = reinstall.find_deb(self.root, p.name, p.version, p.architecture)
+            out.append(PackageChange(
+                action="install", name=p.name, architecture=p.architecture,
+                version=p.version, deb=deb,
+                reason=("in the baseline, removed since" if deb else
+                        "in the baseline, removed since; no .deb of this version at "
+                        "hand (no download): will not be installed")))
+        return sorted(out, key=lambda c: (c.name, c.architecture))
 
     def _simulated(self, requested: list[PackageChange], purge: bool) -> list[PackageChange]:
         """What apt would really remove for the requested packages (their dependents
@@ -374,13 +450,24 @@ class ResetEngine:
                 reason="removed along: depends on a removed package or is no longer needed"))
         return out
 
-    def _notes(self, profile: Profile, base: Baseline, result: ScanResult) -> list[str]:
+    def _notes(self, profile: Profile, base: Baseline, result: ScanResult,
+               changes: Sequence[PackageChange] = ()) -> list[str]:
         notes = []
+        if base.snapshot is not None and self.baseline_snapshot() is not None:
+            notes.append(f"btrfs: the whole root can instead be rolled back to the "
+                         f"baseline's snapshot {base.snapshot} (reboot required)")
+        for c in changes:
+            if c.action == "install" and not c.deb:
+                notes.append(f"{c.name} {c.version} ({c.architecture}) is in the baseline "
+                             "and not installed; its .deb is not in apt's cache: it will "
+                             "not be reinstalled (put it in /var/cache/apt/archives and "
+                             "preview again)")
         if base.source == "distribution":
             notes.append(baseline_mod.DISTRIBUTION_NOTE)
         pending = [k for k, v in profile.packages.model_dump().items()
                    if v and k not in ("remove_after_baseline", "purge_data",
-                                      "remove_new_users", "restore_conffiles")]
+                                      "remove_new_users", "restore_conffiles",
+                                      "restore_baseline")]
         if pending:
             notes.append("not done by this engine yet (listed, not planned): "
                          + ", ".join(pending))
@@ -422,10 +509,13 @@ class ResetEngine:
             users_removed=tuple(removed_users),
             conffiles_restored=tuple(
                 (c.path, c.package, c.md5, c.deb)
-                for c in (conffiles.modified(self.root)
+                for c in (conffiles.modified(self.root, DEFAULT_CONFIG_PACKAGES
+                                             if profile.packages.restore_baseline
+                                             else frozenset())
                           if profile.packages.restore_conffiles else ())
                 if c.package not in {ch.name for ch in changes}),  # going anyway
-            notes=tuple(self._notes(profile, base, result)))
+            baseline_rollback=self.baseline_snapshot(),
+            notes=tuple(self._notes(profile, base, result, changes)))
 
     def _new_users(self, profile: Profile, selection: Selection,
                    base: Baseline) -> list[str]:
@@ -507,7 +597,9 @@ class ResetEngine:
         highest: Risk = max(risks, key=lambda r: RISK_ORDER[r], default="safe")
         plan = Plan(id=plan_id, digest=digest, created=self.clock(), selection=selection,
                     analysis=analysis, disk=tuple(self._disk([a for a, _ in anchors], result)),
-                    packages_before=installed, packages_after=installed - len(changes),
+                    packages_before=installed,
+                    packages_after=installed - len(_removals(changes))
+                    + sum(1 for c in changes if c.action == "install" and c.deb),
                     highest_risk=highest, item_count=count)
         self.store.save_plan(plan)
         return plan
@@ -612,7 +704,8 @@ class ResetEngine:
             raise
 
     def _requested(self, plan: Plan) -> list[str]:
-        return sorted(c.name for c in plan.analysis.package_changes if c.requested)
+        return sorted(c.name for c in _removals(plan.analysis.package_changes)
+                      if c.requested)
 
     def _purge(self, plan: Plan) -> bool:
         return any(c.action == "purge" for c in plan.analysis.package_changes)
@@ -622,9 +715,11 @@ class ResetEngine:
         if self.packages is None:
             raise NotApplicable("this plan removes packages and no package tool is "
                                 "configured; preview again with exclude_packages=['*']")
+        if not self._requested(plan):
+            return  # installs only: their .debs are checked again when installing
         now = self.packages.simulate_remove(self.root.path, self._requested(plan),
                                             self._purge(plan))
-        planned = sorted((c.name, c.version) for c in plan.analysis.package_changes)
+        planned = sorted((c.name, c.version) for c in _removals(plan.analysis.package_changes))
         if sorted((n, v) for n, _, v in now) != planned:
             raise DigestMismatch("apt would now remove other packages than the plan "
                                  "shows; preview again")
@@ -692,7 +787,40 @@ class ResetEngine:
             self.packages.remove(self.root.path, names, self._purge(plan))
         journal.record("reset.packages.done", {"op": exec_id})
         left = {p.name for p in dpkgdb.installed_packages(self.root)}
-        return sorted(c.name for c in plan.analysis.package_changes if c.name not in left)
+        return sorted(c.name for c in _removals(plan.analysis.package_changes)
+                      if c.name not in left)
+
+    def _install_packages(self, plan: Plan, exec_id: str,
+                          journal: Journal) -> tuple[list[str], list[str]]:
+        """nuclear: baseline packages back from their .debs (idempotent: what is
+        installed at the baseline version already is left alone). Returns
+        (installed, "name: why not" for the rest)."""
+        wanted = [c for c in plan.analysis.package_changes if c.action == "install"]
+        now = {(p.name, p.architecture or ""): p.version
+               for p in dpkgdb.installed_packages(self.root)}
+        missing = [f"{c.name}: no .deb of {c.version} at hand" for c in wanted if not c.deb]
+        debs = []
+        for c in wanted:
+            if not c.deb or now.get((c.name, c.architecture)) == c.version:
+                continue
+            # checked again: the file may have gone or changed since the preview
+            if reinstall.find_deb(self.root, c.name, c.version, c.architecture) != c.deb:
+                missing.append(f"{c.name}: {c.deb} is gone or no longer that package")
+                continue
+            debs.append(c.deb)
+        journal.record("reset.install", {"op": exec_id, "debs": debs})
+        if debs:
+            assert self.packages is not None
+            try:
+                self.packages.install_debs(self.root.path, debs)
+            except OseError as exc:
+                missing.append(f"dpkg failed: {exc}")
+        journal.record("reset.install.done", {"op": exec_id})
+        now = {(p.name, p.architecture or ""): p.version
+               for p in dpkgdb.installed_packages(self.root)}
+        done = sorted(c.name for c in wanted
+                      if c.deb and now.get((c.name, c.architecture)) == c.version)
+        return done, missing
 
     def _run(self, plan: Plan, exec_id: str, journal: Journal, dry_run: bool,
              snapshot: str | None, saved: bool, job_id: int | None,
@@ -711,6 +839,11 @@ class ResetEngine:
         if plan.analysis.conffiles_restored and not dry_run:
             # before the items: light's rules remove the cached .debs they come from
             restored = self._restore_conffiles(plan, exec_id, journal, tally)
+        installed: tuple[list[str], list[str]] = ([], [])
+        if not dry_run and any(c.action == "install"
+                               for c in plan.analysis.package_changes):
+            # before the items too: light's rules remove the .debs they come from
+            installed = self._install_packages(plan, exec_id, journal)
         self._remove_items(plan, exec_id, journal, dry_run, tally, progress,
                            check_cancelled)
         if not dry_run:
@@ -723,13 +856,15 @@ class ResetEngine:
         if plan.analysis.users_removed and not dry_run:
             self._remove_users(plan, exec_id, journal, tally)
         removed_pkgs: list[str] = []
-        if plan.analysis.package_changes and not dry_run:
+        if self._requested(plan) and not dry_run:
             removed_pkgs = self._remove_packages(plan, exec_id, journal)
         result = ExecuteResult(execution=exec_id, plan=plan.id, dry_run=dry_run,
                                removed=tally.removed, removed_bytes=tally.removed_bytes,
                                already_gone=tally.gone, skipped=tuple(tally.skipped),
                                skipped_count=tally.skipped_count, rollback_point=snapshot,
                                packages_removed=tuple(removed_pkgs),
+                               packages_installed=tuple(installed[0]),
+                               packages_not_installed=tuple(installed[1]),
                                conffiles_restored=tuple(restored))
         journal.record("reset.done", {"op": exec_id, "removed": tally.removed,
                                       "skipped": tally.skipped_count})
@@ -784,6 +919,12 @@ class ResetEngine:
         journal.record("reset.snapshot", {"op": exec_id, "snapshot": record.id})
         self.store.update_execution(exec_id, snapshot=record.id)
         return record.id
+
+    def _lstat_or_none(self, rel: str) -> os.stat_result | None:
+        try:
+            return self.root.lstat(rel)
+        except OseError:
+            return None
 
     def _reachable(self, paths: Sequence[str]) -> list[str]:
         """Paths none of whose ancestors is a symlink or a non-directory (Debian's
@@ -842,8 +983,13 @@ class ResetEngine:
             self._save_aux(exec_id, snapshot, skel_targets, created=True)
         if plan.analysis.conffiles_restored:
             journal.record("reset.save", {"op": exec_id, "conffiles": True})
-            self._save_aux(exec_id, snapshot,
-                           [c[0] for c in plan.analysis.conffiles_restored], created=False)
+            cpaths = [c[0] for c in plan.analysis.conffiles_restored]
+            gone = [p for p in cpaths if self._lstat_or_none(p) is None]
+            # a deleted conffile (nuclear: apt's, dpkg's) comes back: created=True
+            self._save_aux(exec_id, snapshot, [p for p in cpaths if p not in gone],
+                           created=False)
+            if gone:
+                self._save_aux(exec_id, snapshot, gone, created=True)
         if plan.analysis.users_removed:
             names = list(plan.analysis.users_removed)
             extra_u = user_paths(names) + [h for h in map(self._home_of, names) if h]
@@ -852,12 +998,22 @@ class ResetEngine:
         paths = self._rollback_paths(plan.id)
         if plan.analysis.package_changes:
             extra = package_paths(self.root.path,
-                                  [c.name for c in plan.analysis.package_changes],
+                                  [c.name for c in _removals(plan.analysis.package_changes)],
                                   self._purge(plan))
+            new: list[str] = []
+            for c in plan.analysis.package_changes:
+                if c.action == "install" and c.deb:
+                    try:
+                        new += reinstall.deb_files(self.root, c.deb)
+                    except OseError as exc:
+                        tally.count(c.deb, f"not installed: {exc}", 0)
             journal.record("reset.save", {"op": exec_id, "state": True})
             # created=True: a restore also removes what apt/dpkg made in them
             self._save_aux(exec_id, snapshot, STATE_PATHS, created=True)
             self._save_aux(exec_id, snapshot, extra, created=False)
+            if new:
+                # created=True: a rollback removes what the install unpacked
+                self._save_aux(exec_id, snapshot, sorted(set(new)), created=True)
         for i in range(0, len(paths), SAVE_BATCH):
             chunk = paths[i:i + SAVE_BATCH]
             journal.record("reset.save", {"op": exec_id, "from": i, "count": len(chunk)})
@@ -1038,6 +1194,14 @@ class _Tally:
 
 def _header(selection: Selection, analysis: AnalyzeResult) -> bytes:
     return (dumps(selection) + "\n" + dumps(analysis) + "\n").encode()
+
+
+# nuclear: "apt and dpkg reinstalled with their default configuration"
+DEFAULT_CONFIG_PACKAGES = frozenset({"apt", "dpkg"})
+
+
+def _removals(changes: Iterable[PackageChange]) -> list[PackageChange]:
+    return [c for c in changes if c.action != "install"]
 
 
 def selection_packages(selection: Selection) -> bool:

@@ -67,6 +67,9 @@ class Baseline(_Frozen):
     groups: tuple[Account, ...] = ()
     services: tuple[EnabledService, ...] = ()
     note: str = ""
+    # on btrfs: the important snapshot of the root taken at capture time, the other
+    # kind of factory reset (ResetEngine.rollback_to_baseline)
+    snapshot: str | None = None
 
 
 # -- selection and plans ------------------------------------------------------------
@@ -105,12 +108,14 @@ class Totals(_Frozen):
 
 
 class PackageChange(_Frozen):
-    action: Literal["remove", "purge"]
+    # install: a baseline package removed since (nuclear), from a local .deb
+    action: Literal["remove", "purge", "install"]
     name: str
     architecture: str
     version: str
     reason: str
     requested: bool = True  # False: apt removes it along (dependent, or now unneeded)
+    deb: str = ""  # install: the .deb under the root ("" = none at hand: not installed)
 
 
 class AnalyzeResult(_Frozen):
@@ -127,6 +132,9 @@ class AnalyzeResult(_Frozen):
     users_removed: tuple[str, ...] = ()  # accounts created after the baseline (nuclear)
     # deep: modified conffiles -> (path, package, dpkg's md5, .deb in apt's cache)
     conffiles_restored: tuple[tuple[str, str, str, str], ...] = ()
+    # btrfs: the baseline's snapshot the whole root can be rolled back to instead
+    # (rollback_to_baseline; reboot required for the running root), else None
+    baseline_rollback: str | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -188,6 +196,8 @@ class ExecuteResult(_Frozen):
     skipped_count: NonNegative = 0
     rollback_point: str | None = None
     packages_removed: tuple[str, ...] = ()
+    packages_installed: tuple[str, ...] = ()  # baseline packages put back (nuclear)
+    packages_not_installed: tuple[str, ...] = ()  # name: why (no .deb at hand, dpkg failed)
     conffiles_restored: tuple[str, ...] = ()
     state: ExecutionState = "done"
 

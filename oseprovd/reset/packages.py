@@ -19,6 +19,8 @@ from oseprovd.errors import InvalidArguments, OseError
 from oseprovd.reset.dpkgdb import ARCH_NAME, PACKAGE_NAME
 
 APT_TIMEOUT = 3600
+# a .deb under the root: no "..", no leading "-", a plain file name ending in .deb
+_DEB_PATH = re.compile(r"^(?:[A-Za-z0-9_+.%~-]+/)*[A-Za-z0-9+][A-Za-z0-9_+.%~-]*\.deb$")
 _REMV = re.compile(r"^(Remv|Purg) (\S+) \[([^\]]+)\]")
 # apt's binary caches would be rebuilt into var/cache/apt outside the rollback point
 _APT_OPTS = ("-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
@@ -41,14 +43,18 @@ class PackageTool(Protocol):
 
     def remove(self, root: Path, names: Sequence[str], purge: bool) -> None: ...
 
+    def install_debs(self, root: Path, debs: Sequence[str]) -> None:
+        """Install local .debs (paths relative to the root) into the target."""
+
 
 class AptChroot:
     """apt-get inside the target root (chroot; for "/" it is the machine itself)."""
 
     def __init__(self, chroot: str = "/usr/sbin/chroot",
-                 apt_get: str = "/usr/bin/apt-get") -> None:
+                 apt_get: str = "/usr/bin/apt-get", dpkg: str = "/usr/bin/dpkg") -> None:
         self.chroot = chroot
         self.apt_get = apt_get
+        self.dpkg = dpkg
 
     def _argv(self, root: Path, names: Sequence[str], purge: bool,
               simulate: bool) -> list[str]:
@@ -67,14 +73,14 @@ class AptChroot:
             argv = [self.chroot, "--", str(root), *argv]
         return argv
 
-    def _run(self, argv: list[str]) -> str:
+    def _run(self, argv: list[str], what: str = "apt-get") -> str:
         try:
             r = subprocess.run(argv, capture_output=True, text=True, env=_ENV,
                                timeout=APT_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OseError(f"apt-get could not run: {exc}") from None
+            raise OseError(f"{what} could not run: {exc}") from None
         if r.returncode != 0:
-            raise OseError(f"apt-get failed ({r.returncode}): {r.stderr.strip()[-800:]}")
+            raise OseError(f"{what} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
         return r.stdout
 
     def simulate_remove(self, root: Path, names: Sequence[str],
@@ -90,6 +96,20 @@ class AptChroot:
 
     def remove(self, root: Path, names: Sequence[str], purge: bool) -> None:
         self._run(self._argv(root, names, purge, simulate=False))
+
+    def install_debs(self, root: Path, debs: Sequence[str]) -> None:
+        """`dpkg -i` of the given .debs in the target, all in one call so that
+        baseline packages depending on each other configure together."""
+        if not debs:
+            raise InvalidArguments("no .debs to install")
+        for d in debs:
+            if not _DEB_PATH.fullmatch(d) or {".", ".."} & set(d.split("/")):
+                raise InvalidArguments(f"invalid .deb path {d!r}")
+        argv = [self.dpkg, "--force-confdef", "--force-confold", "-i", "--",
+                *(f"/{d}" for d in debs)]
+        if Path(root).resolve() != Path("/"):
+            argv = [self.chroot, "--", str(root), *argv]
+        self._run(argv, "dpkg")
 
 
 # What apt and dpkg change besides the packages' own files: saved so that a restore

@@ -470,3 +470,27 @@ def test_a_rollback_store_inside_the_root_is_never_an_item(ose_daemon) -> None: 
     warm_atimes(d.root)
     after = treemanifest.manifest(d.root, exclude=(b"var/lib/ose", store))
     assert treemanifest.differences(before, after) == []
+
+
+def test_rollback_to_baseline_needs_the_system_action_and_a_btrfs_snapshot(  # type: ignore[no-untyped-def]
+        rig: Rig, test_users) -> None:
+    """The rig's root has the copy store (not btrfs): CaptureBaseline takes no
+    snapshot, Analyze offers none, RollbackToBaseline is refused to a user and fails
+    NotApplicable for the admin, changing nothing (manifest)."""
+    addr, root = rig.address, rig.root
+    as_client = client(addr)
+    admin, user = test_users.admin, test_users.user
+    assert call_as(admin, as_client, "CaptureBaseline", "")[1]["snapshot"] == ""
+    before = manifest(root)
+    assert call_as(user, as_client, "RollbackToBaseline", "")[0] == DENIED
+    outcome, path = call_as(admin, as_client, "RollbackToBaseline", "")
+    assert outcome == "ok"
+    state, _, error = wait_job(addr, path)
+    assert state == "failed" and error[0] == "NotApplicable"
+    outcome, path = call_as(admin, as_client, "Analyze", "a{sv}", LIGHT)
+    assert run_job(addr, path).get("baseline_rollback") in (None, "")
+    # osectl: without a terminal and --yes nothing is asked; with --yes the job fails
+    assert osectl(addr, "--json", "reset", "rollback-baseline").returncode == 2
+    failed = osectl(addr, "--json", "reset", "rollback-baseline", "--yes")
+    assert failed.returncode != 0 and "NotApplicable" in failed.stdout + failed.stderr
+    assert treemanifest.differences(before, manifest(root)) == []

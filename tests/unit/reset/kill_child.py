@@ -4,7 +4,7 @@ count together) or just before removing the k-th item.
 
 argv[1]: JSON {"tmp": ..., "root": ..., "action": "execute" | "rollback", "plan",
 "digest", "execution", "kill_at": N | null, "when": "before" | "after",
-"kill_item": k | null}
+"kill_item": k | null, "kill_step": a journal step name (its first entry) | null}
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from tests.unit.reset.livedin import LivedIn, open_rig
 
 
 class Counter:
-    def __init__(self, kill_at: int | None, when: str) -> None:
+    def __init__(self, kill_at: int | None, when: str, step: str | None = None) -> None:
         self.n = 0
         self.kill_at = kill_at
         self.when = when
+        self.step = step
 
 
 class KillingJournal:
@@ -35,6 +36,8 @@ class KillingJournal:
 
     def record(self, step: str, data: dict[str, Any]) -> None:
         self.c.n += 1
+        if self.c.step is not None and step == self.c.step:
+            self.c.kill_at = self.c.n
         if self.c.n == self.c.kill_at and self.c.when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         self.inner.record(step, data)
@@ -44,7 +47,8 @@ class KillingJournal:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    counter = Counter(spec.get("kill_at"), spec.get("when", "before"))
+    counter = Counter(spec.get("kill_at"), spec.get("when", "before"),
+                      spec.get("kill_step"))
     seen = [0]
 
     def hook(rel: str) -> None:
