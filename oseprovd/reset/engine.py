@@ -850,9 +850,13 @@ class ResetEngine:
             for home in plan.analysis.skel_trees:
                 journal.record("reset.skel", {"op": exec_id, "tree": home})
                 try:
-                    copy_skel(self.root, home)
+                    copied = copy_skel(self.root, home)
                 except (OSError, OseError) as exc:
                     tally.count(home, f"/etc/skel not copied: {exc}", 0)
+                    continue
+                for rel, why in copied.failed:  # what the user may not create there
+                    tally.count(f"{home}/{rel}", f"/etc/skel entry not copied as the "
+                                f"home's owner: {why}", 0)
         if plan.analysis.users_removed and not dry_run:
             self._remove_users(plan, exec_id, journal, tally)
         removed_pkgs: list[str] = []
