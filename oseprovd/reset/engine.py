@@ -62,7 +62,7 @@ from oseprovd.reset.packages import STATE_PATHS, PackageTool, package_paths
 from oseprovd.reset.planstore import PlanStore, Row, dumps
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
-from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, scan
+from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, exit_with, scan
 from oseprovd.reset.skel import copy_skel, skel_paths
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
@@ -161,7 +161,8 @@ class ResetEngine:
             # forkserver: the daemon has threads, and fork() with threads is unsafe
             ctx = get_context("forkserver")
             ctx.set_forkserver_preload(["oseprovd.reset.scan"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                             initializer=exit_with, initargs=(os.getpid(),))
         return self._pool
 
     # -- baseline --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import fnmatch
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -461,3 +462,22 @@ def _scan_whole(spec: ScanSpec) -> ScanResult:
     finally:
         os.close(root_fd)
     return total
+
+
+def exit_with(parent_pid: int) -> None:
+    """Pool worker initializer: end this worker when the process that made the pool is
+    gone. A forkserver worker is not the daemon's child, holds both ends of the pool's
+    queue (so it never sees EOF) and keeps the forkserver alive: without this, a daemon
+    killed with SIGKILL outside systemd's cgroup cleanup leaves them running forever."""
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        os._exit(0)
+
+    def wait() -> None:
+        import select
+
+        select.select([pidfd], [], [])  # readable when the process has exited
+        os._exit(0)
+
+    threading.Thread(target=wait, name="exit-with-parent", daemon=True).start()
