@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from oseprovd.errors import OseError
-from oseprovd.snapshots import treesync
+from oseprovd.snapshots import treeops, treesync
 from oseprovd.snapshots.backend import CreatedSnapshot
-from oseprovd.snapshots.diff import diff_dirs
 from oseprovd.snapshots.errors import (
     BackendFailed,
     NotRecorded,
@@ -204,38 +203,15 @@ class BtrfsBackend:
 
     def diff(self, config: SnapshotConfig, record: SnapshotRecord,
              other: SnapshotRecord | None) -> Iterator[DiffEntry]:
-        with self._snapshot(config, record) as old:
-            if other is None:
-                live = self._open_live(config)
-                try:
-                    yield from diff_dirs(old, live, same_inodes=True,
-                                         exclude=config.excluded())
-                finally:
-                    os.close(live)
-            else:
-                with self._snapshot(config, other) as new:
-                    yield from diff_dirs(old, new, same_inodes=True,
-                                         exclude=config.excluded())
+        return treeops.diff_snapshot(lambda r: self._snapshot(config, r),
+                                     lambda: self._open_live(config), config.excluded(),
+                                     record, other)
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
              op: str, journal: Journal) -> UndoResult:
-        check_op_id(op)
-        parts = [split_rel(p) for p in paths]
-        with self._snapshot(config, record) as snap:
-            live = self._open_live(config)
-            try:
-                ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=True,
-                                           exclude=config.excluded(),
-                                           find_live_link=_link_finder(snap, live))
-                treesync.restore_paths(
-                    ctx, snap, live, parts,
-                    before_each=lambda rel: journal.record("btrfs.undo.path",
-                                                           {"op": op, "path": rel}),
-                )
-            finally:
-                os.close(live)
-        return UndoResult(snapshot=record.id, paths=tuple("/".join(p) for p in parts),
-                          changed=ctx.changed, skipped=tuple(ctx.skipped))
+        return treeops.undo_paths(lambda r: self._snapshot(config, r),
+                                  lambda: self._open_live(config), config.excluded(),
+                                  record, paths, op, journal, "btrfs.undo.path", _link_finder)
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         """Remove temp entries a killed undo left next to the paths it restored."""

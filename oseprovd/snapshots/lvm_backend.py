@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from oseprovd.errors import NotApplicable
-from oseprovd.snapshots import treesync
+from oseprovd.snapshots import treeops, treesync
 from oseprovd.snapshots.backend import CreatedSnapshot
-from oseprovd.snapshots.diff import diff_dirs
 from oseprovd.snapshots.errors import (
     BackendFailed,
     NotRecorded,
@@ -42,7 +41,6 @@ from oseprovd.snapshots.models import (
     UndoResult,
 )
 from oseprovd.snapshots.places import open_private_dir, statvfs_free
-from oseprovd.system.rootfs import split_rel
 
 Runner = Callable[[list[str]], str]
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -187,37 +185,15 @@ class LvmBackend:
 
     def diff(self, config: SnapshotConfig, record: SnapshotRecord,
              other: SnapshotRecord | None) -> Iterator[DiffEntry]:
-        with self._mounted(config, record) as old:
-            if other is None:
-                live = self._open_live(config)
-                try:
-                    yield from diff_dirs(old, live, same_inodes=True,
-                                         exclude=config.excluded())
-                finally:
-                    os.close(live)
-            else:
-                with self._mounted(config, other) as new:
-                    yield from diff_dirs(old, new, same_inodes=True,
-                                         exclude=config.excluded())
+        return treeops.diff_snapshot(lambda r: self._mounted(config, r),
+                                     lambda: self._open_live(config), config.excluded(),
+                                     record, other)
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
              op: str, journal: Journal) -> UndoResult:
-        check_op_id(op)
-        parts = [split_rel(p) for p in paths]
-        with self._mounted(config, record) as snap:
-            live = self._open_live(config)
-            try:
-                ctx = treesync.SyncContext(op=op, live_root_fd=live, same_inodes=True,
-                                           exclude=config.excluded())
-                treesync.restore_paths(
-                    ctx, snap, live, parts,
-                    before_each=lambda rel: journal.record("lvm.undo.path",
-                                                           {"op": op, "path": rel}),
-                )
-            finally:
-                os.close(live)
-        return UndoResult(snapshot=record.id, paths=tuple("/".join(p) for p in parts),
-                          changed=ctx.changed, skipped=tuple(ctx.skipped))
+        return treeops.undo_paths(lambda r: self._mounted(config, r),
+                                  lambda: self._open_live(config), config.excluded(),
+                                  record, paths, op, journal, "lvm.undo.path")
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         live = self._open_live(config)
