@@ -4,7 +4,7 @@
 import time
 from typing import Any
 
-from dbus_fast import PropertyAccess
+from dbus_fast import PropertyAccess, Variant
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
 from oseprovd import __version__
@@ -36,6 +36,13 @@ class ManagerInterface(ServiceInterface):
         self._features = features
         self._started = time.monotonic()
         self._usage = (0.0, 0)  # (when measured, bytes): a status poller need not rescan
+        # GetStatus is what pollers call most: its fixed fields are converted once.
+        self._status_fixed = to_dbus({
+            "version": __version__,
+            "state_dir": str(store.state_dir),
+            "target_root": target_root,
+            "features": features,
+        })
 
     def _state_dir_bytes(self) -> int:
         now = time.monotonic()
@@ -58,16 +65,12 @@ class ManagerInterface(ServiceInterface):
     @method()
     @exported(public=True)
     def GetStatus(self) -> "a{sv}":
-        return to_dbus({
-            "version": __version__,
-            "uptime_seconds": round(time.monotonic() - self._started, 3),
-            "jobs_running": self._jobs.running_count,
-            "state_dir": str(self._store.state_dir),
-            "state_dir_bytes": self._state_dir_bytes(),
-            "polkit_reachable": self._names.polkit_reachable,
-            "target_root": self._root,
-            "features": self._features,
-        })
+        status = dict(self._status_fixed)
+        status["uptime_seconds"] = Variant("d", round(time.monotonic() - self._started, 3))
+        status["jobs_running"] = Variant("x", self._jobs.running_count)
+        status["state_dir_bytes"] = Variant("x", self._state_dir_bytes())
+        status["polkit_reachable"] = Variant("b", bool(self._names.polkit_reachable))
+        return status
 
     @method()
     @exported(public=True)

@@ -83,6 +83,12 @@ def test_status_answers_root_and_unprivileged_users(ose_daemon, test_users):
     assert abs(status["state_dir_bytes"].value - on_disk) < 1 << 20
     as_user = call_as(test_users.user, manager_call, d.bus_address, "GetStatus")[0]
     assert as_user["version"].value == status["version"].value
+    # The record as dbus/interfaces/org.ose.Manager1.xml documents it, with its types.
+    assert {k: v.signature for k, v in status.items()} == {
+        "version": "s", "uptime_seconds": "d", "jobs_running": "x", "state_dir": "s",
+        "state_dir_bytes": "x", "polkit_reachable": "b", "target_root": "s", "features": "as"}
+    assert status["state_dir"].value == str(d.state_dir)
+    assert "org.ose.Manager1" not in status["features"].value
 
 
 def test_audit_log_is_for_admins_only_and_records_each_caller(ose_daemon, test_users):
