@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from osectl import wire
-from osectl.errors import CliError, from_dbus, unreachable
+from osectl.agent import TtyAgent
+from osectl.errors import ACCESS_DENIED, CliError, from_dbus, unreachable
 from oseprovd.bus.names import (
     BUS_NAME,
     DBUS_BUS_NAME,
@@ -25,6 +26,7 @@ class Client:
         self._address = address
         self._interactive = interactive
         self._conn: wire.Connection | None = None
+        self._agent = TtyAgent(address)
 
     def _connection(self) -> wire.Connection:
         if self._conn is None:
@@ -34,12 +36,29 @@ class Client:
                 raise unreachable(exc.address, exc.reason) from None
         return self._conn
 
+    def keep_terminal(self) -> None:
+        """A full-screen UI owns the terminal: no password prompt may write into it."""
+        self._agent.disable()
+
     def close(self) -> None:
+        self._agent.stop()
         if self._conn is not None:
             self._conn.close()
 
     def call(self, path: str, interface: str, member: str, signature: str = "",
              body: list[Any] | tuple[Any, ...] = (), timeout: float | None = None) -> Any:
+        try:
+            return self._call(path, interface, member, signature, body, timeout)
+        except CliError as err:
+            # Refused, perhaps only because no agent could ask for a password: with one
+            # started for this terminal, once more (see osectl/agent.py).
+            if (err.name != ACCESS_DENIED or not self._interactive
+                    or not self._agent.start()):
+                raise
+        return self._call(path, interface, member, signature, body, timeout)
+
+    def _call(self, path: str, interface: str, member: str, signature: str,
+              body: list[Any] | tuple[Any, ...], timeout: float | None) -> Any:
         conn = self._connection()
         # Interactive authorization can take as long as a person typing a password.
         wait = timeout if timeout is not None else (300.0 if self._interactive else 30.0)

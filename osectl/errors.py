@@ -18,10 +18,11 @@ START_HINT = (
     "`scripts/demo` from the source tree), or point --address at its bus"
 )
 
+ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+
 _BY_NAME = {
     "org.freedesktop.DBus.Error.InvalidArgs": (EXIT_USAGE, None),
-    "org.freedesktop.DBus.Error.AccessDenied": (
-        EXIT_NOT_AUTHORIZED, None),
+    ACCESS_DENIED: (EXIT_NOT_AUTHORIZED, None),
     "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": (
         EXIT_NOT_AUTHORIZED, "authentication is required; run without --no-ask-password "
         "in a session with a polkit agent, or as root"),

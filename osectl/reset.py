@@ -230,6 +230,7 @@ def select(ctx: Ctx, /, **kw: Any) -> None:
     except ImportError as exc:
         raise CliError("org.ose.Client.Missing", f"reset select needs Textual ({exc})",
                        EXIT_FAILED) from None
+    ctx.client.keep_terminal()
     result = run(ctx.client, sel)
     if result is None:
         ctx.out.message("nothing executed")
