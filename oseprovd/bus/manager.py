@@ -36,13 +36,7 @@ class ManagerInterface(ServiceInterface):
         self._features = features
         self._started = time.monotonic()
         self._usage = (0.0, 0)  # (when measured, bytes): a status poller need not rescan
-        # GetStatus is what pollers call most: its fixed fields are converted once.
-        self._status_fixed = to_dbus({
-            "version": __version__,
-            "state_dir": str(store.state_dir),
-            "target_root": target_root,
-            "features": features,
-        })
+        self._status_fixed: dict[str, Variant] | None = None
 
     def _state_dir_bytes(self) -> int:
         now = time.monotonic()
@@ -65,6 +59,11 @@ class ManagerInterface(ServiceInterface):
     @method()
     @exported(public=True)
     def GetStatus(self) -> "a{sv}":
+        if self._status_fixed is None:
+            # GetStatus is what pollers call most: its fixed fields are converted once.
+            self._status_fixed = to_dbus({
+                "version": __version__, "state_dir": str(self._store.state_dir),
+                "target_root": self._root, "features": self._features})
         status = dict(self._status_fixed)
         status["uptime_seconds"] = Variant("d", round(time.monotonic() - self._started, 3))
         status["jobs_running"] = Variant("x", self._jobs.running_count)
