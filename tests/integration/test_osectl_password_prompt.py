@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ def on_terminal(rig: Rig, args: list[str], answers: list[str],
             out += chunk
             if out.count(b"Password:") > prompts:
                 prompts += 1
+                # Type only once the agent has turned echo off: it does so after printing
+                # the prompt, flushing what was typed before in the same call (TCSAFLUSH).
+                _wait_echo_off(fd, deadline)
                 os.write(fd, (left.pop(0) if left else "").encode() + b"\n")
         else:
             os.kill(pid, signal.SIGKILL)
@@ -125,6 +129,13 @@ def on_terminal(rig: Rig, args: list[str], answers: list[str],
         os.close(fd)
     return Session(out.decode(errors="replace"), os.waitstatus_to_exitcode(wait_status),
                    prompts)
+
+
+def _wait_echo_off(fd: int, deadline: float) -> None:
+    # On Linux the master side reports the terminal's (the slave's) settings.
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        assert time.monotonic() < deadline, "the agent never turned echo off"
+        time.sleep(0.01)
 
 
 def audit_rows(d: DaemonProcess, uid: int) -> list[tuple[str, str]]:
@@ -156,6 +167,7 @@ def test_the_admin_password_is_asked_on_the_terminal(rig: Rig) -> None:
     s = on_terminal(rig, ["audit"], [rig.password])
     assert s.status == 0, s.output
     assert s.prompts == 1 and "oseadmin" in s.output, s.output
+    assert rig.password not in s.output  # typed with echo off
     # Refused without an agent, then allowed once polkit had the admin's password.
     assert audit_rows(rig.daemon, uid) == [
         ("challenge", "org.freedesktop.DBus.Error.AccessDenied"), ("allowed", "ok")]
