@@ -307,7 +307,8 @@ class ResetEngine:
 
     # -- analyze / preview -----------------------------------------------------------
 
-    def _anchors(self, profile: Profile, selection: Selection) -> list[tuple[Anchor, str]]:
+    def _anchors(self, profile: Profile, selection: Selection,
+                 changes: Sequence[PackageChange] = ()) -> list[tuple[Anchor, str]]:
         homes = self._homes()
         user_homes = self._homes(people_only=True)
         now = self.clock().timestamp()
@@ -337,6 +338,12 @@ class ResetEngine:
         for anchor, desc in anchors:
             if refused_reason(anchor.rel, refused) is None:
                 kept.append((anchor, desc))
+        # /var/lib holds the state dir, so it is never a rule's tree; the purge's
+        # anchor only enters the purged packages' directories (each checked here,
+        # and the walk and the removal check every entry again)
+        purged = _purged_data(profile, changes, refused)
+        if purged is not None and purged[0].rel not in {a.rel for a, _ in kept}:
+            kept.append(purged)
         return kept
 
     def _uids(self, names: Iterable[str]) -> tuple[int, ...]:
@@ -360,22 +367,22 @@ class ResetEngine:
             uids=self._uids(sel.users) if sel.users else None,
             exclude_uids=self._uids(sel.exclude_users), max_risk=sel.max_risk)
 
-    def _scan(self, selection: Selection, collect: bool) -> tuple[
-            Profile, list[tuple[Anchor, str]], ScanResult]:
-        profile = self.profiles.get(selection.profile)
-        anchors = self._anchors(profile, selection)
+    def _scan(self, profile: Profile, selection: Selection, collect: bool,
+              changes: Sequence[PackageChange] = ()) -> tuple[
+            list[tuple[Anchor, str]], ScanResult]:
+        anchors = self._anchors(profile, selection, changes)
         owned = dpkgdb.Ownership.load(self.root, [a.rel for a, _ in anchors])
         spec = ScanSpec(root=str(self.root.path), anchors=tuple(a for a, _ in anchors),
                         filters=self._filters(selection), refused=self.refused(),
                         mounts=self.mount_rels(), owned=frozenset(owned.owners),
                         collect=collect)
         try:
-            return profile, anchors, scan(spec, self._executor(), self.workers)
+            return anchors, scan(spec, self._executor(), self.workers)
         except BrokenProcessPool:
             # a worker died (OOM killer, a broken install): walk in this process
             log.warning("reset scan workers failed; walking in one process")
             self._pool = None
-            return profile, anchors, scan(spec, None, 1)
+            return anchors, scan(spec, None, 1)
 
     def _package_changes(self, profile: Profile, selection: Selection,
                          base: Baseline) -> tuple[list[PackageChange], int]:
@@ -550,9 +557,11 @@ class ResetEngine:
 
     def analyze(self, selection: Selection) -> AnalyzeResult:
         """Totals of what `selection` would remove (nothing stored)."""
-        profile, anchors, result = self._scan(selection, collect=False)
+        # package changes first: the data of the packages a profile purges is walked
+        profile = self.profiles.get(selection.profile)
         base = self.baseline()
         changes, _ = self._package_changes(profile, selection, base)
+        anchors, result = self._scan(profile, selection, False, changes)
         return self._analysis(profile, selection, result, base, changes,
                               [a for a, _ in anchors])
 
@@ -583,9 +592,10 @@ class ResetEngine:
 
     def preview(self, selection: Selection) -> Plan:
         """Walk, classify and store a plan; items are fetched with plan_items()."""
-        profile, anchors, result = self._scan(selection, collect=True)
+        profile = self.profiles.get(selection.profile)
         base = self.baseline()
         changes, installed = self._package_changes(profile, selection, base)
+        anchors, result = self._scan(profile, selection, True, changes)
         analysis = self._analysis(profile, selection, result, base, changes,
                                   [a for a, _ in anchors])
         plan_id = secrets.token_hex(8)
@@ -1203,6 +1213,29 @@ def _header(selection: Selection, analysis: AnalyzeResult) -> bytes:
 
 # nuclear: "apt and dpkg reinstalled with their default configuration"
 DEFAULT_CONFIG_PACKAGES = frozenset({"apt", "dpkg"})
+
+
+# /var/lib/<pkg> of a purged package is its data; these two are the package
+# machinery's own state (saved and restored as such, never emptied as "data")
+PURGED_DATA_DIR = "var/lib"
+PURGED_DATA_KEEP = frozenset({"dpkg", "apt"})
+
+
+def _purged_data(profile: Profile, changes: Sequence[PackageChange],
+                 refused: frozenset[str]) -> tuple[Anchor, str] | None:
+    """deep/nuclear: /var/lib/<pkg> of each package being purged, taken whole (what
+    dpkg lists there stays to the purge itself, as everywhere)."""
+    if not profile.packages.purge_data or any(
+            r == PURGED_DATA_DIR or PURGED_DATA_DIR.startswith(r + "/") for r in refused):
+        return None
+    names = sorted(n for n in {c.name for c in changes if c.action == "purge"}
+                   - PURGED_DATA_KEEP
+                   if refused_reason(f"{PURGED_DATA_DIR}/{n}", refused) is None)
+    if not names:
+        return None
+    return (Anchor(rel=PURGED_DATA_DIR, rule="purged-data", cls="app", risk="destructive",
+                   names=tuple(names), min_mtime_ns=None, exclude=(), top_level=True),
+            "data of purged packages (/var/lib/<package>)")
 
 
 def _removals(changes: Iterable[PackageChange]) -> list[PackageChange]:
