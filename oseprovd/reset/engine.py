@@ -1170,7 +1170,10 @@ class ResetEngine:
         done count as gone)."""
         record = self.get_execution(exec_id)
         mine = [d for d in self.decisions(entries) if d.execution == exec_id]
-        if record.state in ("rolled_back", "rolling_back", "rollback_interrupted") or (
+        if record.state == "rolled_back":
+            raise NotApplicable(f"execution {exec_id} was rolled back already: nothing "
+                                "to resume (preview again for a new plan)")
+        if record.state in ("rolling_back", "rollback_interrupted") or (
                 mine and mine[0].rollback_started):
             raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
                                 "Rollback (or preview again)")
