@@ -62,7 +62,16 @@ from oseprovd.reset.packages import STATE_PATHS, PackageTool, package_paths
 from oseprovd.reset.planstore import PlanStore, Row, dumps
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
-from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, exit_with, scan
+from oseprovd.reset.scan import (
+    RISK_ORDER,
+    Anchor,
+    Filters,
+    ScanResult,
+    ScanSpec,
+    exit_with,
+    keep_newest,
+    scan,
+)
 from oseprovd.reset.skel import copy_skel, skel_paths
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
@@ -323,7 +332,8 @@ class ResetEngine:
                     by_rel[rel] = (Anchor(rel=rel, rule=rule.id, cls=rule.cls,
                                           risk=rule.risk, names=rule.names,
                                           min_mtime_ns=min_mtime, exclude=rule.exclude,
-                                          top_level=rule.top_level, skel=rule.skel),
+                                          top_level=rule.top_level, skel=rule.skel,
+                                          keep_newest_bytes=rule.keep_newest_bytes),
                                    rule.description)
         anchors = list(by_rel.values())
         for i, extra in enumerate(selection.add_paths):
@@ -377,12 +387,14 @@ class ResetEngine:
                         mounts=self.mount_rels(), owned=frozenset(owned.owners),
                         collect=collect)
         try:
-            return anchors, scan(spec, self._executor(), self.workers)
+            result = scan(spec, self._executor(), self.workers)
         except BrokenProcessPool:
             # a worker died (OOM killer, a broken install): walk in this process
             log.warning("reset scan workers failed; walking in one process")
             self._pool = None
-            return anchors, scan(spec, None, 1)
+            result = scan(spec, None, 1)
+        keep_newest(spec.anchors, result, collect)
+        return anchors, result
 
     def _package_changes(self, profile: Profile, selection: Selection,
                          base: Baseline) -> tuple[list[PackageChange], int]:

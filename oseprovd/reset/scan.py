@@ -53,6 +53,7 @@ class Anchor:
     # names select the tree's top-level entries only, each taken whole (dotfiles)
     top_level: bool = False
     skel: bool = False  # /etc/skel is copied into the tree after removal
+    keep_newest_bytes: int = 0  # see keep_newest(): such a tree's items are always collected
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class _Walker:
         self.user_ok = self._class_ok("user")
         self.totals = self.result.totals
         self.items = self.result.items
-        self.collect = spec.collect
+        self.collect = spec.collect or self.anchor.keep_newest_bytes > 0
 
     def _class_ok(self, cls: str) -> bool:
         f = self.spec.filters
@@ -200,7 +201,7 @@ class _Walker:
             t = self.result.totals[key] = [0, 0]
         t[0] += 1
         t[1] += used
-        if self.spec.collect:
+        if self.collect:
             self.result.items.append((rel, _kind(st.st_mode), size, used, st.st_uid,
                                       st.st_gid, st.st_ino, st.st_dev, st.st_mtime_ns,
                                       cls, a.risk, a.rule, self.index))
@@ -324,6 +325,33 @@ class _Walker:
             self._add(rel, st, cls)
             return True
         return False
+
+
+def keep_newest(anchors: Sequence[Anchor], result: ScanResult, collect: bool) -> None:
+    """Trees with a byte budget: their newest items whose allocated bytes fit in it stay
+    (taken out of the items and the totals), as `journalctl --vacuum-size` deletes the
+    oldest archives until the rest fits. Without `collect`, their items are dropped
+    after (Analyze keeps totals only)."""
+    budgets = {i: a.keep_newest_bytes for i, a in enumerate(anchors) if a.keep_newest_bytes}
+    if not budgets:
+        return
+    mine: dict[int, list[Item]] = {}
+    for it in result.items:
+        if it[12] in budgets:
+            mine.setdefault(it[12], []).append(it)
+    stay: set[int] = set()
+    for index, items in mine.items():
+        left = budgets[index]
+        for it in sorted(items, key=lambda x: (-x[8], x[0])):  # newest first
+            if it[3] > left:
+                break  # this one and every older one go
+            left -= it[3]
+            stay.add(id(it))
+            t = result.totals[(it[9], it[10], it[11])]
+            t[0] -= 1
+            t[1] -= it[3]
+    result.items = [it for it in result.items if id(it) not in stay
+                    and (collect or it[12] not in budgets)]
 
 
 class UnsafeAnchor(Exception):
