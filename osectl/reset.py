@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from osectl.context import Ctx, follow_job, pass_ctx
-from osectl.errors import EXIT_FAILED, CliError
+from osectl.errors import EXIT_FAILED, EXIT_NOT_FOUND, CliError
 from osectl.render import FORMATTERS
 from osectl.snapshot import _confirm
 from oseprovd.bus.names import IFACE_RESET, SERVICE_PATHS
@@ -106,8 +106,9 @@ def _show_analysis(ctx: Ctx, a: dict[str, Any]) -> None:
     line.append(f" (baseline: {a.get('baseline_source', '')}): {tot.get('count', 0)} items, "
                 f"{_size(tot.get('bytes'))}")
     ctx.out.console.print(line)
-    _totals_table(ctx, "By class", a.get("by_class") or {}, CLASS_ORDER)
-    _totals_table(ctx, "By risk", a.get("by_risk") or {}, tuple(RISK_STYLE), RISK_STYLE)
+    if tot.get("count"):  # two empty tables say less than this line
+        _totals_table(ctx, "By class", a.get("by_class") or {}, CLASS_ORDER)
+        _totals_table(ctx, "By risk", a.get("by_risk") or {}, tuple(RISK_STYLE), RISK_STYLE)
     changes = a.get("package_changes") or []
     if changes:
         ctx.out.table(changes, "Package changes", [
@@ -180,7 +181,9 @@ def baseline(ctx: Ctx, capture: bool) -> None:
     if ctx.out.as_json:
         ctx.out.json(b)
         return
-    summary = {"source": b.get("source"), "captured": b.get("captured"),
+    # the distribution's definition is computed now: it has no capture time
+    summary = {"source": b.get("source"),
+               "captured": b.get("captured") if b.get("source") == "captured" else 0,
                **{k: len(b.get(k) or []) for k in
                   ("packages", "conffiles", "users", "groups", "services")},
                "note": b.get("note") or "-"}
@@ -292,12 +295,26 @@ def execute(ctx: Ctx, plan_id: str, digest: str, dry_run: bool, yes: bool) -> No
     ctx.out.message(text, result)
 
 
+def _execution_id(ctx: Ctx, arg: str) -> str:
+    """An execution id, or the number of the job that started it (`osectl jobs list`
+    shows jobs; the issue's `osectl reset rollback JOB`)."""
+    if not arg.isdigit():
+        return arg
+    found = [str(r.get("id")) for r in _call(ctx, "ListExecutions")
+             if str(r.get("job_id", "")) == str(int(arg))]
+    if not found:
+        raise CliError("org.ose.Error.NotFound", f"job {arg} started no reset execution "
+                       "(see osectl reset executions)", EXIT_NOT_FOUND)
+    return found[0]
+
+
 @reset.command()
 @click.argument("execution_id")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def rollback(ctx: Ctx, execution_id: str, yes: bool) -> None:
-    """Put back everything EXECUTION_ID removed."""
+    """Put back everything EXECUTION_ID (or the execution job JOB) removed."""
+    execution_id = _execution_id(ctx, execution_id)
     _confirm(yes, f"Roll back reset {execution_id}?")
     result = follow_job(ctx, _call(ctx, "Rollback", "s", execution_id),
                         f"rollback {execution_id}")
@@ -324,7 +341,8 @@ def rollback_baseline(ctx: Ctx, yes: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def resume(ctx: Ctx, execution_id: str, yes: bool) -> None:
-    """Finish an interrupted EXECUTION_ID."""
+    """Finish an interrupted EXECUTION_ID (or the execution job JOB)."""
+    execution_id = _execution_id(ctx, execution_id)
     _confirm(yes, f"Finish reset {execution_id}?")
     result = follow_job(ctx, _call(ctx, "Resume", "s", execution_id),
                         f"resume {execution_id}")
@@ -375,7 +393,7 @@ def executions(ctx: Ctx, execution_id: str | None) -> None:
     if execution_id is None:
         show_executions(ctx, _call(ctx, "ListExecutions"))
         return
-    rec = _call(ctx, "GetExecution", "s", execution_id)
+    rec = _call(ctx, "GetExecution", "s", _execution_id(ctx, execution_id))
     if ctx.out.as_json:
         ctx.out.json(rec)
         return

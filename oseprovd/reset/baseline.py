@@ -25,7 +25,7 @@ from oseprovd.system.rootfs import TargetRoot
 
 DISTRIBUTION_NOTE = ("no baseline was captured: 'factory' means the distribution's "
                      "definition (packages of priority required, important, standard); "
-                     "capture one with CaptureBaseline")
+                     "capture one with CaptureBaseline (osectl reset baseline --capture)")
 UNIT_DIRS = ("etc/systemd/system", "etc/systemd/user")
 MAX_ACCOUNTS_BYTES = 16 << 20
 
