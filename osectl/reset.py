@@ -114,6 +114,11 @@ def _show_analysis(ctx: Ctx, a: dict[str, Any]) -> None:
         ctx.out.table(changes, "Package changes", [
             ("action", "Action", None), ("name", "Package", None),
             ("version", "Version", None), ("reason", "Why", None)], "")
+    kept = a.get("kept_by_package") or []
+    if kept:
+        ctx.out.message("Kept (dpkg lists them; remove the package instead): " + ", ".join(
+            f"{k.get('package')} ({k.get('cls')}, {k.get('priority') or 'no priority'}): "
+            f"{k.get('count', 0)}" for k in kept))
     for key, label in (("users_removed", "Accounts removed"),
                        ("skel_trees", "Homes reset to /etc/skel"),
                        ("skipped_mounts", "Mount points not entered")):

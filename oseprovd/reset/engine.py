@@ -48,6 +48,7 @@ from oseprovd.reset.models import (
     ExecuteResult,
     ExecutionRecord,
     ExecutionState,
+    KeptPackage,
     PackageChange,
     Plan,
     PlanItem,
@@ -394,6 +395,10 @@ class ResetEngine:
             self._pool = None
             result = scan(spec, None, 1)
         keep_newest(spec.anchors, result, collect)
+        for rel in result.owned_paths:
+            for package in owned.owners.get(rel, ()):
+                result.kept_packages[package] = result.kept_packages.get(package, 0) + 1
+        result.owned_paths = []
         return anchors, result
 
     def _package_changes(self, profile: Profile, selection: Selection,
@@ -492,8 +497,10 @@ class ResetEngine:
             notes.append("not done by this engine yet (listed, not planned): "
                          + ", ".join(pending))
         if result.owned_kept:
+            names = sorted(result.kept_packages)
             notes.append(f"{result.owned_kept} entries a rule matched belong to installed "
-                         "packages and are kept (remove the package instead)")
+                         f"packages ({', '.join(names[:5])}{', ...' if names[5:] else ''}) "
+                         "and are kept (remove the package instead)")
         for rel in sorted(set(result.symlink_anchors)):
             notes.append(f"/{rel} is a symlink or passes through one: not walked")
         for rel in sorted(set(result.mounts_skipped)):
@@ -522,6 +529,7 @@ class ResetEngine:
             by_risk={k: tot(v) for k, v in by_risk.items()},
             by_rule={k: tot(v) for k, v in sorted(by_rule.items())},
             kept_owned_by_package=result.owned_kept,
+            kept_by_package=self._kept_by_package(result.kept_packages),
             skipped_mounts=tuple(sorted(set(result.mounts_skipped))),
             package_changes=tuple(changes),
             skel_trees=tuple(sorted({a.rel for a in anchors if a.skel}
@@ -536,6 +544,25 @@ class ResetEngine:
                 if c.package not in {ch.name for ch in changes}),  # going anyway
             baseline_rollback=self.baseline_snapshot(),
             notes=tuple(self._notes(profile, base, result, changes)))
+
+    def _kept_by_package(self, counts: dict[str, int]) -> tuple[KeptPackage, ...]:
+        """Classify what dpkg's database says these packages are: system when Essential
+        or of priority required/important/standard, else app."""
+        if not counts:
+            return ()
+        known = {p.name: p for p in dpkgdb.installed_packages(self.root)}
+        out = []
+        for name, count in sorted(counts.items()):
+            p = known.get(name)
+            priority = (p.priority or "") if p is not None else ""
+            system = p is not None and dpkgdb.is_high_priority(p)
+            out.append(KeptPackage(
+                package=name, priority=priority, cls="system" if system else "app",
+                count=count,
+                reason=f"dpkg lists them for {name} (priority {priority or 'none'}"
+                       f"{', Essential' if p is not None and p.essential else ''}): "
+                       "kept; removing the package is what takes them"))
+        return tuple(out)
 
     def _new_users(self, profile: Profile, selection: Selection,
                    base: Baseline) -> list[str]:

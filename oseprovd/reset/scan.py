@@ -87,6 +87,8 @@ class ScanResult:
     items: list[Item] = field(default_factory=list)
     totals: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     owned_kept: int = 0
+    owned_paths: list[str] = field(default_factory=list)  # those entries (for their packages)
+    kept_packages: dict[str, int] = field(default_factory=dict)  # filled by the engine
     mounts_skipped: list[str] = field(default_factory=list)
     symlink_anchors: list[str] = field(default_factory=list)
     complete: bool = True
@@ -98,6 +100,7 @@ class ScanResult:
             t[0] += v[0]
             t[1] += v[1]
         self.owned_kept += other.owned_kept
+        self.owned_paths.extend(other.owned_paths)
         self.mounts_skipped.extend(other.mounts_skipped)
         self.symlink_anchors.extend(other.symlink_anchors)
 
@@ -274,6 +277,7 @@ class _Walker:
         owned = rel in self.owned
         if owned:
             self.result.owned_kept += 1
+            self.result.owned_paths.append(rel)
         if owned or rel in self.refused or rel in self.inner:
             return False
         if self.prune is not None and self.prune.fullmatch(rel):
@@ -301,6 +305,7 @@ class _Walker:
         owned = rel in self.owned
         if owned:
             self.result.owned_kept += 1
+            self.result.owned_paths.append(rel)
         if stat.S_ISDIR(st.st_mode):
             if st.st_dev != dev or rel in self.mounts:
                 self.result.mounts_skipped.append(rel)

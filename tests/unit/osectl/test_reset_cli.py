@@ -85,3 +85,13 @@ def test_an_empty_analysis_prints_no_empty_tables() -> None:
     out = run(StandIn({"Analyze": "/org/ose/Provisioning1/Job/5", "result": empty}),
               "analyze").output
     assert "0 items" in out and "By class" not in out and "By risk" not in out
+
+
+def test_kept_entries_show_their_package_and_class() -> None:
+    a = {"profile": "light", "baseline_source": "captured", "totals": {"count": 1, "bytes": 9},
+         "by_class": {"cache": {"count": 1, "bytes": 9}}, "by_risk": {},
+         "kept_by_package": [{"package": "apt", "priority": "important", "cls": "system",
+                              "count": 2, "reason": "r"}]}
+    out = run(StandIn({"Analyze": "/org/ose/Provisioning1/Job/5", "result": a}),
+              "analyze").output
+    assert "apt (system, important): 2" in " ".join(out.split())
