@@ -604,14 +604,26 @@ class ResetEngine:
         return self._analysis(profile, selection, result, base, changes,
                               [a for a, _ in anchors])
 
-    def _disk(self, anchors: Sequence[Anchor], result: ScanResult) -> list[DiskUsage]:
+    def _disk(self, anchors: Sequence[Anchor], result: ScanResult,
+              packages_bytes: int = 0) -> list[DiskUsage]:
+        """Per filesystem the plan touches: used now, and after the items go and the
+        package changes are made (dpkg's Installed-Size of the packages removed, less
+        that of those installed, counted on the filesystem holding /usr)."""
         freed: dict[int, int] = {}
         for it in result.items:
             freed[it[7]] = freed.get(it[7], 0) + it[3]
+        rels = [a.rel for a in anchors]
+        if packages_bytes:
+            usr = self._lstat_or_none("usr")  # never followed: a symlink counts as the root
+            rel = "usr" if usr is not None and stat.S_ISDIR(usr.st_mode) else ""
+            st = usr if rel else os.stat(self.root.path)  # the root: the admin's path
+            if st is not None:
+                freed[st.st_dev] = freed.get(st.st_dev, 0) + packages_bytes
+                rels.insert(0, rel)
         table = self._mount_table()
         out: dict[str, DiskUsage] = {}
-        for a in anchors:
-            host = self.root.host_path(a.rel)
+        for rel in rels:
+            host = self.root.host_path(rel)
             try:
                 st = os.stat(host, follow_symlinks=False)
                 vfs = os.statvfs(host)
@@ -628,6 +640,16 @@ class ResetEngine:
                                    used_after=max(0, used - freed.get(st.st_dev, 0)),
                                    size=vfs.f_blocks * vfs.f_frsize)
         return list(out.values())
+
+    def _removed_packages_bytes(self, changes: Sequence[PackageChange]) -> int:
+        """dpkg's Installed-Size (KiB) of the packages the plan removes. Installs are
+        not counted: their size is in the .deb, read only at execution."""
+        gone = {(c.name, c.architecture) for c in _removals(changes)}
+        if not gone:
+            return 0
+        return sum((p.installed_size_kib or 0) * 1024
+                   for p in dpkgdb.installed_packages(self.root)
+                   if (p.name, p.architecture or "") in gone)
 
     def preview(self, selection: Selection) -> Plan:
         """Walk, classify and store a plan; items are fetched with plan_items()."""
@@ -646,7 +668,9 @@ class ResetEngine:
             risks.append("destructive")
         highest: Risk = max(risks, key=lambda r: RISK_ORDER[r], default="safe")
         plan = Plan(id=plan_id, digest=digest, created=self.clock(), selection=selection,
-                    analysis=analysis, disk=tuple(self._disk([a for a, _ in anchors], result)),
+                    analysis=analysis,
+                    disk=tuple(self._disk([a for a, _ in anchors], result,
+                                          self._removed_packages_bytes(changes))),
                     packages_before=installed,
                     packages_after=installed - len(_removals(changes))
                     + sum(1 for c in changes if c.action == "install" and c.deb),
