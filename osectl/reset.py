@@ -114,6 +114,11 @@ def _show_analysis(ctx: Ctx, a: dict[str, Any]) -> None:
         ctx.out.table(changes, "Package changes", [
             ("action", "Action", None), ("name", "Package", None),
             ("version", "Version", None), ("reason", "Why", None)], "")
+    conf = a.get("conffiles_restored") or []
+    if conf:
+        ctx.out.message("Conffiles back to the package's version: " + ", ".join(
+            f"/{c[0]} ({c[1]}{'' if c[3] else '; no .deb at hand: skipped'})"
+            for c in conf))
     kept = a.get("kept_by_package") or []
     if kept:
         ctx.out.message("Kept (dpkg lists them; remove the package instead): " + ", ".join(
@@ -298,6 +303,20 @@ def execute(ctx: Ctx, plan_id: str, digest: str, dry_run: bool, yes: bool) -> No
                  f"{result.get('rollback_point') or '-'} "
                  f"(undo: osectl reset rollback {result.get('execution')})")
     ctx.out.message(text, result)
+    _show_changes(ctx, result)
+
+
+def _show_changes(ctx: Ctx, result: dict[str, Any]) -> None:
+    """What an execution did besides removing items (human output only: --json has
+    the whole result)."""
+    if ctx.out.as_json:
+        return
+    for key, label in (("packages_removed", "packages removed"),
+                       ("packages_installed", "packages installed"),
+                       ("packages_not_installed", "packages NOT installed"),
+                       ("conffiles_restored", "conffiles restored")):
+        if result.get(key):
+            ctx.out.message(f"{label}: {', '.join(str(v) for v in result[key])}")
 
 
 def _execution_id(ctx: Ctx, arg: str) -> str:
@@ -353,6 +372,7 @@ def resume(ctx: Ctx, execution_id: str, yes: bool) -> None:
                         f"resume {execution_id}")
     ctx.out.message(f"finished {execution_id}: removed {result.get('removed', 0)} items, "
                     f"{result.get('skipped_count', 0)} skipped", result)
+    _show_changes(ctx, result)
 
 
 def _table(ctx: Ctx, rows: list[dict[str, Any]], title: str,

@@ -95,3 +95,21 @@ def test_kept_entries_show_their_package_and_class() -> None:
     out = run(StandIn({"Analyze": "/org/ose/Provisioning1/Job/5", "result": a}),
               "analyze").output
     assert "apt (system, important): 2" in " ".join(out.split())
+
+
+def test_execute_says_what_changed_besides_the_items() -> None:
+    plan = {"id": "0123456789abcdef", "digest": "a" * 64, "analysis": {
+        "totals": {"count": 1, "bytes": 1},
+        "conffiles_restored": [["etc/adduser.conf", "adduser", "m", "var/cache/x.deb"],
+                               ["etc/other.conf", "other", "m", ""]]}}
+    result = {"removed": 1, "execution": EXEC, "packages_removed": ["ose-extra"],
+              "packages_not_installed": ["gone: no .deb"],
+              "conffiles_restored": ["etc/adduser.conf"]}
+    out = run(StandIn({"GetPlan": plan, "Execute": "/org/ose/Provisioning1/Job/9",
+                       "result": result}), "execute", "0123456789abcdef", "--yes").output
+    flat = " ".join(out.split())
+    assert "/etc/adduser.conf (adduser)" in flat
+    assert "/etc/other.conf (other; no .deb at hand: skipped)" in flat
+    assert "packages removed: ose-extra" in flat
+    assert "packages NOT installed: gone: no .deb" in flat
+    assert "conffiles restored: etc/adduser.conf" in flat
