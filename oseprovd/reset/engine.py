@@ -488,7 +488,7 @@ class ResetEngine:
                              "not be reinstalled (put it in /var/cache/apt/archives and "
                              "preview again)")
         if base.source == "distribution":
-            notes.append(baseline_mod.DISTRIBUTION_NOTE)
+            notes.append(base.note or baseline_mod.DISTRIBUTION_NOTE)
         pending = [k for k, v in profile.packages.model_dump().items()
                    if v and k not in ("remove_after_baseline", "purge_data",
                                       "remove_new_users", "restore_conffiles",
