@@ -355,8 +355,10 @@ def keep_newest(anchors: Sequence[Anchor], result: ScanResult, collect: bool) ->
             t = result.totals[(it[9], it[10], it[11])]
             t[0] -= 1
             t[1] -= it[3]
-    result.items = [it for it in result.items if id(it) not in stay
-                    and (collect or it[12] not in budgets)]
+    if not collect:
+        result.items = []  # only the budgeted trees' items were collected
+    elif stay:
+        result.items = [it for it in result.items if id(it) not in stay]
 
 
 class UnsafeAnchor(Exception):
