@@ -159,6 +159,10 @@ def test_baseline_matches_dpkg_and_the_chroot(target: Target) -> None:
                             capture_output=True, text=True).stdout
     assert {(u.name, u.id) for u in base.users} == {
         (f.split(":")[0], int(f.split(":")[2])) for f in getent.splitlines()}
+    groups = subprocess.run([require("chroot", "ground truth"), str(root), "getent",
+                             "group"], check=True, capture_output=True, text=True).stdout
+    assert {(g.name, g.id) for g in base.groups} == {
+        (f.split(":")[0], int(f.split(":")[2])) for f in groups.splitlines()}
     links = {(os.path.relpath(dp, root), n) for dp, _, fs in os.walk(root / "etc/systemd")
              for n in fs if os.path.islink(os.path.join(dp, n))
              and dp.endswith((".wants", ".requires"))}
