@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from osectl.context import Ctx, follow_job, pass_ctx
-from osectl.errors import EXIT_FAILED, CliError
+from osectl.errors import EXIT_FAILED, EXIT_NOT_FOUND, CliError
 from osectl.render import FORMATTERS
 from osectl.snapshot import _confirm
 from oseprovd.bus.names import IFACE_RESET, SERVICE_PATHS
@@ -106,13 +106,24 @@ def _show_analysis(ctx: Ctx, a: dict[str, Any]) -> None:
     line.append(f" (baseline: {a.get('baseline_source', '')}): {tot.get('count', 0)} items, "
                 f"{_size(tot.get('bytes'))}")
     ctx.out.console.print(line)
-    _totals_table(ctx, "By class", a.get("by_class") or {}, CLASS_ORDER)
-    _totals_table(ctx, "By risk", a.get("by_risk") or {}, tuple(RISK_STYLE), RISK_STYLE)
+    if tot.get("count"):  # two empty tables say less than this line
+        _totals_table(ctx, "By class", a.get("by_class") or {}, CLASS_ORDER)
+        _totals_table(ctx, "By risk", a.get("by_risk") or {}, tuple(RISK_STYLE), RISK_STYLE)
     changes = a.get("package_changes") or []
     if changes:
         ctx.out.table(changes, "Package changes", [
             ("action", "Action", None), ("name", "Package", None),
             ("version", "Version", None), ("reason", "Why", None)], "")
+    conf = a.get("conffiles_restored") or []
+    if conf:
+        ctx.out.message("Conffiles back to the package's version: " + ", ".join(
+            f"/{c[0]} ({c[1]}{'' if c[3] else '; no .deb at hand: skipped'})"
+            for c in conf))
+    kept = a.get("kept_by_package") or []
+    if kept:
+        ctx.out.message("Kept (dpkg lists them; remove the package instead): " + ", ".join(
+            f"{k.get('package')} ({k.get('cls')}, {k.get('priority') or 'no priority'}): "
+            f"{k.get('count', 0)}" for k in kept))
     for key, label in (("users_removed", "Accounts removed"),
                        ("skel_trees", "Homes reset to /etc/skel"),
                        ("skipped_mounts", "Mount points not entered")):
@@ -180,7 +191,9 @@ def baseline(ctx: Ctx, capture: bool) -> None:
     if ctx.out.as_json:
         ctx.out.json(b)
         return
-    summary = {"source": b.get("source"), "captured": b.get("captured"),
+    # the distribution's definition is computed now: it has no capture time
+    summary = {"source": b.get("source"),
+               "captured": b.get("captured") if b.get("source") == "captured" else 0,
                **{k: len(b.get(k) or []) for k in
                   ("packages", "conffiles", "users", "groups", "services")},
                "note": b.get("note") or "-"}
@@ -290,6 +303,33 @@ def execute(ctx: Ctx, plan_id: str, digest: str, dry_run: bool, yes: bool) -> No
                  f"{result.get('rollback_point') or '-'} "
                  f"(undo: osectl reset rollback {result.get('execution')})")
     ctx.out.message(text, result)
+    _show_changes(ctx, result)
+
+
+def _show_changes(ctx: Ctx, result: dict[str, Any]) -> None:
+    """What an execution did besides removing items (human output only: --json has
+    the whole result)."""
+    if ctx.out.as_json:
+        return
+    for key, label in (("packages_removed", "packages removed"),
+                       ("packages_installed", "packages installed"),
+                       ("packages_not_installed", "packages NOT installed"),
+                       ("conffiles_restored", "conffiles restored")):
+        if result.get(key):
+            ctx.out.message(f"{label}: {', '.join(str(v) for v in result[key])}")
+
+
+def _execution_id(ctx: Ctx, arg: str) -> str:
+    """An execution id, or the number of the job that started it (`osectl jobs list`
+    shows jobs; the issue's `osectl reset rollback JOB`)."""
+    if not arg.isdigit():
+        return arg
+    found = [str(r.get("id")) for r in _call(ctx, "ListExecutions")
+             if str(r.get("job_id", "")) == str(int(arg))]
+    if not found:
+        raise CliError("org.ose.Error.NotFound", f"job {arg} started no reset execution "
+                       "(see osectl reset executions)", EXIT_NOT_FOUND)
+    return found[0]
 
 
 @reset.command()
@@ -297,7 +337,8 @@ def execute(ctx: Ctx, plan_id: str, digest: str, dry_run: bool, yes: bool) -> No
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def rollback(ctx: Ctx, execution_id: str, yes: bool) -> None:
-    """Put back everything EXECUTION_ID removed."""
+    """Put back everything EXECUTION_ID (or the execution job JOB) removed."""
+    execution_id = _execution_id(ctx, execution_id)
     _confirm(yes, f"Roll back reset {execution_id}?")
     result = follow_job(ctx, _call(ctx, "Rollback", "s", execution_id),
                         f"rollback {execution_id}")
@@ -324,12 +365,14 @@ def rollback_baseline(ctx: Ctx, yes: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def resume(ctx: Ctx, execution_id: str, yes: bool) -> None:
-    """Finish an interrupted EXECUTION_ID."""
+    """Finish an interrupted EXECUTION_ID (or the execution job JOB)."""
+    execution_id = _execution_id(ctx, execution_id)
     _confirm(yes, f"Finish reset {execution_id}?")
     result = follow_job(ctx, _call(ctx, "Resume", "s", execution_id),
                         f"resume {execution_id}")
     ctx.out.message(f"finished {execution_id}: removed {result.get('removed', 0)} items, "
                     f"{result.get('skipped_count', 0)} skipped", result)
+    _show_changes(ctx, result)
 
 
 def _table(ctx: Ctx, rows: list[dict[str, Any]], title: str,
@@ -375,7 +418,7 @@ def executions(ctx: Ctx, execution_id: str | None) -> None:
     if execution_id is None:
         show_executions(ctx, _call(ctx, "ListExecutions"))
         return
-    rec = _call(ctx, "GetExecution", "s", execution_id)
+    rec = _call(ctx, "GetExecution", "s", _execution_id(ctx, execution_id))
     if ctx.out.as_json:
         ctx.out.json(rec)
         return

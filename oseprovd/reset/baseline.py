@@ -18,6 +18,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from oseprovd.discovery.collectors import packages as dpkg_packages
 from oseprovd.errors import OseError
 from oseprovd.reset import dpkgdb
 from oseprovd.reset.models import Account, Baseline, BaselinePackage, EnabledService
@@ -25,7 +26,12 @@ from oseprovd.system.rootfs import TargetRoot
 
 DISTRIBUTION_NOTE = ("no baseline was captured: 'factory' means the distribution's "
                      "definition (packages of priority required, important, standard); "
-                     "capture one with CaptureBaseline")
+                     "capture one with CaptureBaseline (osectl reset baseline --capture)")
+INSTALLER_STATUS = "var/log/installer/status"
+INSTALLER_NOTE = ("no baseline was captured: 'factory' means the distribution's "
+                  "definition (packages of priority required, important, standard) and "
+                  "the packages the installer's log (/var/log/installer/status) lists; "
+                  "capture one with CaptureBaseline (osectl reset baseline --capture)")
 UNIT_DIRS = ("etc/systemd/system", "etc/systemd/user")
 MAX_ACCOUNTS_BYTES = 16 << 20
 
@@ -135,9 +141,27 @@ def capture(root: TargetRoot, clock: Callable[[], datetime] = _now) -> Baseline:
     )
 
 
+def installer_packages(root: TargetRoot) -> frozenset[str] | None:
+    """The packages debian-installer had installed when it finished (its copy of dpkg's
+    status in /var/log/installer/status), or None without that log."""
+    try:
+        data = root.read_bytes(INSTALLER_STATUS, dpkg_packages.MAX_STATUS_BYTES)
+    except (OSError, OseError):
+        return None
+    names = set()
+    for para in dpkg_packages.parse_control(data, frozenset({"Package", "Status"})):
+        status = para.get("Status", "").split()
+        if len(status) == 3 and status[2] == "installed" and "Package" in para:
+            names.add(para["Package"])
+    return frozenset(names)
+
+
 def distribution(root: TargetRoot, clock: Callable[[], datetime] = _now) -> Baseline:
-    """The fallback: what the distribution calls its base system, as installed now."""
-    pkgs = [p for p in dpkgdb.installed_packages(root) if dpkgdb.is_high_priority(p)]
+    """The fallback: what the distribution calls its base system, as installed now:
+    packages of high priority, and those the installer's log says it installed."""
+    by_installer = installer_packages(root)
+    pkgs = [p for p in dpkgdb.installed_packages(root)
+            if dpkgdb.is_high_priority(p) or (by_installer and p.name in by_installer)]
     users, groups = read_accounts(root)
     return Baseline(
         source="distribution", captured=clock(),
@@ -149,7 +173,7 @@ def distribution(root: TargetRoot, clock: Callable[[], datetime] = _now) -> Base
         # system accounts only: users (uid >= 1000) are never "factory" without a baseline
         users=tuple(u for u in users if u.id < 1000 or u.id == 65534),
         groups=tuple(g for g in groups if g.id < 1000 or g.id == 65534),
-        note=DISTRIBUTION_NOTE,
+        note=DISTRIBUTION_NOTE if by_installer is None else INSTALLER_NOTE,
     )
 
 

@@ -48,6 +48,7 @@ from oseprovd.reset.models import (
     ExecuteResult,
     ExecutionRecord,
     ExecutionState,
+    KeptPackage,
     PackageChange,
     Plan,
     PlanItem,
@@ -62,7 +63,16 @@ from oseprovd.reset.packages import STATE_PATHS, PackageTool, package_paths
 from oseprovd.reset.planstore import PlanStore, Row, dumps
 from oseprovd.reset.profiles import Profile, ProfileCatalog
 from oseprovd.reset.remover import ALWAYS_REFUSED, Planned, Remover, refused_reason
-from oseprovd.reset.scan import RISK_ORDER, Anchor, Filters, ScanResult, ScanSpec, exit_with, scan
+from oseprovd.reset.scan import (
+    RISK_ORDER,
+    Anchor,
+    Filters,
+    ScanResult,
+    ScanSpec,
+    exit_with,
+    keep_newest,
+    scan,
+)
 from oseprovd.reset.skel import copy_skel, skel_paths
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.journal import Journal, JournalEntry, MemoryJournal
@@ -307,7 +317,8 @@ class ResetEngine:
 
     # -- analyze / preview -----------------------------------------------------------
 
-    def _anchors(self, profile: Profile, selection: Selection) -> list[tuple[Anchor, str]]:
+    def _anchors(self, profile: Profile, selection: Selection,
+                 changes: Sequence[PackageChange] = ()) -> list[tuple[Anchor, str]]:
         homes = self._homes()
         user_homes = self._homes(people_only=True)
         now = self.clock().timestamp()
@@ -322,7 +333,8 @@ class ResetEngine:
                     by_rel[rel] = (Anchor(rel=rel, rule=rule.id, cls=rule.cls,
                                           risk=rule.risk, names=rule.names,
                                           min_mtime_ns=min_mtime, exclude=rule.exclude,
-                                          top_level=rule.top_level, skel=rule.skel),
+                                          top_level=rule.top_level, skel=rule.skel,
+                                          keep_newest_bytes=rule.keep_newest_bytes),
                                    rule.description)
         anchors = list(by_rel.values())
         for i, extra in enumerate(selection.add_paths):
@@ -337,6 +349,12 @@ class ResetEngine:
         for anchor, desc in anchors:
             if refused_reason(anchor.rel, refused) is None:
                 kept.append((anchor, desc))
+        # /var/lib holds the state dir, so it is never a rule's tree; the purge's
+        # anchor only enters the purged packages' directories (each checked here,
+        # and the walk and the removal check every entry again)
+        purged = _purged_data(profile, changes, refused)
+        if purged is not None and purged[0].rel not in {a.rel for a, _ in kept}:
+            kept.append(purged)
         return kept
 
     def _uids(self, names: Iterable[str]) -> tuple[int, ...]:
@@ -360,22 +378,28 @@ class ResetEngine:
             uids=self._uids(sel.users) if sel.users else None,
             exclude_uids=self._uids(sel.exclude_users), max_risk=sel.max_risk)
 
-    def _scan(self, selection: Selection, collect: bool) -> tuple[
-            Profile, list[tuple[Anchor, str]], ScanResult]:
-        profile = self.profiles.get(selection.profile)
-        anchors = self._anchors(profile, selection)
+    def _scan(self, profile: Profile, selection: Selection, collect: bool,
+              changes: Sequence[PackageChange] = ()) -> tuple[
+            list[tuple[Anchor, str]], ScanResult]:
+        anchors = self._anchors(profile, selection, changes)
         owned = dpkgdb.Ownership.load(self.root, [a.rel for a, _ in anchors])
         spec = ScanSpec(root=str(self.root.path), anchors=tuple(a for a, _ in anchors),
                         filters=self._filters(selection), refused=self.refused(),
                         mounts=self.mount_rels(), owned=frozenset(owned.owners),
                         collect=collect)
         try:
-            return profile, anchors, scan(spec, self._executor(), self.workers)
+            result = scan(spec, self._executor(), self.workers)
         except BrokenProcessPool:
             # a worker died (OOM killer, a broken install): walk in this process
             log.warning("reset scan workers failed; walking in one process")
             self._pool = None
-            return profile, anchors, scan(spec, None, 1)
+            result = scan(spec, None, 1)
+        keep_newest(spec.anchors, result, collect)
+        for rel in result.owned_paths:
+            for package in owned.owners.get(rel, ()):
+                result.kept_packages[package] = result.kept_packages.get(package, 0) + 1
+        result.owned_paths = []
+        return anchors, result
 
     def _package_changes(self, profile: Profile, selection: Selection,
                          base: Baseline) -> tuple[list[PackageChange], int]:
@@ -464,7 +488,7 @@ class ResetEngine:
                              "not be reinstalled (put it in /var/cache/apt/archives and "
                              "preview again)")
         if base.source == "distribution":
-            notes.append(baseline_mod.DISTRIBUTION_NOTE)
+            notes.append(base.note or baseline_mod.DISTRIBUTION_NOTE)
         pending = [k for k, v in profile.packages.model_dump().items()
                    if v and k not in ("remove_after_baseline", "purge_data",
                                       "remove_new_users", "restore_conffiles",
@@ -473,8 +497,10 @@ class ResetEngine:
             notes.append("not done by this engine yet (listed, not planned): "
                          + ", ".join(pending))
         if result.owned_kept:
+            names = sorted(result.kept_packages)
             notes.append(f"{result.owned_kept} entries a rule matched belong to installed "
-                         "packages and are kept (remove the package instead)")
+                         f"packages ({', '.join(names[:5])}{', ...' if names[5:] else ''}) "
+                         "and are kept (remove the package instead)")
         for rel in sorted(set(result.symlink_anchors)):
             notes.append(f"/{rel} is a symlink or passes through one: not walked")
         for rel in sorted(set(result.mounts_skipped)):
@@ -503,6 +529,7 @@ class ResetEngine:
             by_risk={k: tot(v) for k, v in by_risk.items()},
             by_rule={k: tot(v) for k, v in sorted(by_rule.items())},
             kept_owned_by_package=result.owned_kept,
+            kept_by_package=self._kept_by_package(result.kept_packages),
             skipped_mounts=tuple(sorted(set(result.mounts_skipped))),
             package_changes=tuple(changes),
             skel_trees=tuple(sorted({a.rel for a in anchors if a.skel}
@@ -517,6 +544,25 @@ class ResetEngine:
                 if c.package not in {ch.name for ch in changes}),  # going anyway
             baseline_rollback=self.baseline_snapshot(),
             notes=tuple(self._notes(profile, base, result, changes)))
+
+    def _kept_by_package(self, counts: dict[str, int]) -> tuple[KeptPackage, ...]:
+        """Classify what dpkg's database says these packages are: system when Essential
+        or of priority required/important/standard, else app."""
+        if not counts:
+            return ()
+        known = {p.name: p for p in dpkgdb.installed_packages(self.root)}
+        out = []
+        for name, count in sorted(counts.items()):
+            p = known.get(name)
+            priority = (p.priority or "") if p is not None else ""
+            system = p is not None and dpkgdb.is_high_priority(p)
+            out.append(KeptPackage(
+                package=name, priority=priority, cls="system" if system else "app",
+                count=count,
+                reason=f"dpkg lists them for {name} (priority {priority or 'none'}"
+                       f"{', Essential' if p is not None and p.essential else ''}): "
+                       "kept; removing the package is what takes them"))
+        return tuple(out)
 
     def _new_users(self, profile: Profile, selection: Selection,
                    base: Baseline) -> list[str]:
@@ -550,20 +596,34 @@ class ResetEngine:
 
     def analyze(self, selection: Selection) -> AnalyzeResult:
         """Totals of what `selection` would remove (nothing stored)."""
-        profile, anchors, result = self._scan(selection, collect=False)
+        # package changes first: the data of the packages a profile purges is walked
+        profile = self.profiles.get(selection.profile)
         base = self.baseline()
         changes, _ = self._package_changes(profile, selection, base)
+        anchors, result = self._scan(profile, selection, False, changes)
         return self._analysis(profile, selection, result, base, changes,
                               [a for a, _ in anchors])
 
-    def _disk(self, anchors: Sequence[Anchor], result: ScanResult) -> list[DiskUsage]:
+    def _disk(self, anchors: Sequence[Anchor], result: ScanResult,
+              packages_bytes: int = 0) -> list[DiskUsage]:
+        """Per filesystem the plan touches: used now, and after the items go and the
+        package changes are made (dpkg's Installed-Size of the packages removed, less
+        that of those installed, counted on the filesystem holding /usr)."""
         freed: dict[int, int] = {}
         for it in result.items:
             freed[it[7]] = freed.get(it[7], 0) + it[3]
+        rels = [a.rel for a in anchors]
+        if packages_bytes:
+            usr = self._lstat_or_none("usr")  # never followed: a symlink counts as the root
+            rel = "usr" if usr is not None and stat.S_ISDIR(usr.st_mode) else ""
+            st = usr if rel else os.stat(self.root.path)  # the root: the admin's path
+            if st is not None:
+                freed[st.st_dev] = freed.get(st.st_dev, 0) + packages_bytes
+                rels.insert(0, rel)
         table = self._mount_table()
         out: dict[str, DiskUsage] = {}
-        for a in anchors:
-            host = self.root.host_path(a.rel)
+        for rel in rels:
+            host = self.root.host_path(rel)
             try:
                 st = os.stat(host, follow_symlinks=False)
                 vfs = os.statvfs(host)
@@ -581,11 +641,22 @@ class ResetEngine:
                                    size=vfs.f_blocks * vfs.f_frsize)
         return list(out.values())
 
+    def _removed_packages_bytes(self, changes: Sequence[PackageChange]) -> int:
+        """dpkg's Installed-Size (KiB) of the packages the plan removes. Installs are
+        not counted: their size is in the .deb, read only at execution."""
+        gone = {(c.name, c.architecture) for c in _removals(changes)}
+        if not gone:
+            return 0
+        return sum((p.installed_size_kib or 0) * 1024
+                   for p in dpkgdb.installed_packages(self.root)
+                   if (p.name, p.architecture or "") in gone)
+
     def preview(self, selection: Selection) -> Plan:
         """Walk, classify and store a plan; items are fetched with plan_items()."""
-        profile, anchors, result = self._scan(selection, collect=True)
+        profile = self.profiles.get(selection.profile)
         base = self.baseline()
         changes, installed = self._package_changes(profile, selection, base)
+        anchors, result = self._scan(profile, selection, True, changes)
         analysis = self._analysis(profile, selection, result, base, changes,
                                   [a for a, _ in anchors])
         plan_id = secrets.token_hex(8)
@@ -597,7 +668,9 @@ class ResetEngine:
             risks.append("destructive")
         highest: Risk = max(risks, key=lambda r: RISK_ORDER[r], default="safe")
         plan = Plan(id=plan_id, digest=digest, created=self.clock(), selection=selection,
-                    analysis=analysis, disk=tuple(self._disk([a for a, _ in anchors], result)),
+                    analysis=analysis,
+                    disk=tuple(self._disk([a for a, _ in anchors], result,
+                                          self._removed_packages_bytes(changes))),
                     packages_before=installed,
                     packages_after=installed - len(_removals(changes))
                     + sum(1 for c in changes if c.action == "install" and c.deb),
@@ -1160,7 +1233,10 @@ class ResetEngine:
         done count as gone)."""
         record = self.get_execution(exec_id)
         mine = [d for d in self.decisions(entries) if d.execution == exec_id]
-        if record.state in ("rolled_back", "rolling_back", "rollback_interrupted") or (
+        if record.state == "rolled_back":
+            raise NotApplicable(f"execution {exec_id} was rolled back already: nothing "
+                                "to resume (preview again for a new plan)")
+        if record.state in ("rolling_back", "rollback_interrupted") or (
                 mine and mine[0].rollback_started):
             raise NotApplicable(f"a rollback of {exec_id} was started; finish it with "
                                 "Rollback (or preview again)")
@@ -1203,6 +1279,29 @@ def _header(selection: Selection, analysis: AnalyzeResult) -> bytes:
 
 # nuclear: "apt and dpkg reinstalled with their default configuration"
 DEFAULT_CONFIG_PACKAGES = frozenset({"apt", "dpkg"})
+
+
+# /var/lib/<pkg> of a purged package is its data; these two are the package
+# machinery's own state (saved and restored as such, never emptied as "data")
+PURGED_DATA_DIR = "var/lib"
+PURGED_DATA_KEEP = frozenset({"dpkg", "apt"})
+
+
+def _purged_data(profile: Profile, changes: Sequence[PackageChange],
+                 refused: frozenset[str]) -> tuple[Anchor, str] | None:
+    """deep/nuclear: /var/lib/<pkg> of each package being purged, taken whole (what
+    dpkg lists there stays to the purge itself, as everywhere)."""
+    if not profile.packages.purge_data or any(
+            r == PURGED_DATA_DIR or PURGED_DATA_DIR.startswith(r + "/") for r in refused):
+        return None
+    names = sorted(n for n in {c.name for c in changes if c.action == "purge"}
+                   - PURGED_DATA_KEEP
+                   if refused_reason(f"{PURGED_DATA_DIR}/{n}", refused) is None)
+    if not names:
+        return None
+    return (Anchor(rel=PURGED_DATA_DIR, rule="purged-data", cls="app", risk="destructive",
+                   names=tuple(names), min_mtime_ns=None, exclude=(), top_level=True),
+            "data of purged packages (/var/lib/<package>)")
 
 
 def _removals(changes: Iterable[PackageChange]) -> list[PackageChange]:

@@ -118,6 +118,17 @@ class PackageChange(_Frozen):
     deb: str = ""  # install: the .deb under the root ("" = none at hand: not installed)
 
 
+class KeptPackage(_Frozen):
+    """Entries a rule matched that dpkg lists for this package: classified, never
+    removed (removing the package is what takes them)."""
+
+    package: str
+    priority: str  # dpkg's Priority ("" when it has none)
+    cls: Literal["system", "app"]  # system: Essential or required/important/standard
+    count: NonNegative
+    reason: str
+
+
 class AnalyzeResult(_Frozen):
     profile: str
     baseline_source: BaselineSource
@@ -126,6 +137,7 @@ class AnalyzeResult(_Frozen):
     by_risk: dict[str, Totals]
     by_rule: dict[str, Totals]
     kept_owned_by_package: NonNegative = 0  # files a rule matched but dpkg owns: kept
+    kept_by_package: tuple[KeptPackage, ...] = ()  # the same, per owning package
     skipped_mounts: tuple[str, ...] = ()
     package_changes: tuple[PackageChange, ...] = ()
     skel_trees: tuple[str, ...] = ()  # homes that get /etc/skel copied in after removal

@@ -13,6 +13,7 @@ whose rules come first) and rules:
                                  # {user_home} = homes of uid >= 1000 only
     names = ["*.gz"]             # only entries whose name matches (then no directories)
     min_age_days = 0             # only entries not modified for this long
+    keep_newest_bytes = 0        # the newest matches up to this many bytes stay (needs names)
     exclude = ["*/lock"]         # path globs (relative to the root) left alone
 
 and package actions for the deeper profiles ([packages]: remove_after_baseline, ...).
@@ -26,7 +27,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from oseprovd.errors import InvalidArguments, NotFound, OseError
 from oseprovd.reset.models import ItemClass, Risk
@@ -56,6 +64,9 @@ class Rule(BaseModel):
     paths: tuple[str, ...] = Field(min_length=1)
     names: tuple[str, ...] = ()
     min_age_days: float = Field(default=0, ge=0)
+    # the newest matching files whose allocated bytes add up to at most this stay, per
+    # tree (journalctl --vacuum-size for archived journals); needs `names`
+    keep_newest_bytes: int = Field(default=0, ge=0)
     exclude: tuple[str, ...] = ()
     top_level: bool = False  # `names` pick the tree's top entries, each taken whole
     skel: bool = False  # after removal, /etc/skel is copied into each tree (homes)
@@ -71,6 +82,14 @@ class Rule(BaseModel):
                 raise ValueError("a rule can't name the root itself")
             out.append("/".join(parts))
         return tuple(out)
+
+    @model_validator(mode="after")
+    def _budget_needs_names(self) -> Rule:
+        # with names and not top_level no directory is ever an item, so keeping some
+        # files never leaves a directory item that would take them along
+        if self.keep_newest_bytes and (not self.names or self.top_level):
+            raise ValueError("keep_newest_bytes needs `names` (and no top_level)")
+        return self
 
     @field_validator("cls")
     @classmethod

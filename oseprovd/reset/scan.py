@@ -53,6 +53,7 @@ class Anchor:
     # names select the tree's top-level entries only, each taken whole (dotfiles)
     top_level: bool = False
     skel: bool = False  # /etc/skel is copied into the tree after removal
+    keep_newest_bytes: int = 0  # see keep_newest(): such a tree's items are always collected
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class ScanResult:
     items: list[Item] = field(default_factory=list)
     totals: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     owned_kept: int = 0
+    owned_paths: list[str] = field(default_factory=list)  # those entries (for their packages)
+    kept_packages: dict[str, int] = field(default_factory=dict)  # filled by the engine
     mounts_skipped: list[str] = field(default_factory=list)
     symlink_anchors: list[str] = field(default_factory=list)
     complete: bool = True
@@ -97,6 +100,7 @@ class ScanResult:
             t[0] += v[0]
             t[1] += v[1]
         self.owned_kept += other.owned_kept
+        self.owned_paths.extend(other.owned_paths)
         self.mounts_skipped.extend(other.mounts_skipped)
         self.symlink_anchors.extend(other.symlink_anchors)
 
@@ -141,7 +145,7 @@ class _Walker:
         self.user_ok = self._class_ok("user")
         self.totals = self.result.totals
         self.items = self.result.items
-        self.collect = spec.collect
+        self.collect = spec.collect or self.anchor.keep_newest_bytes > 0
 
     def _class_ok(self, cls: str) -> bool:
         f = self.spec.filters
@@ -200,7 +204,7 @@ class _Walker:
             t = self.result.totals[key] = [0, 0]
         t[0] += 1
         t[1] += used
-        if self.spec.collect:
+        if self.collect:
             self.result.items.append((rel, _kind(st.st_mode), size, used, st.st_uid,
                                       st.st_gid, st.st_ino, st.st_dev, st.st_mtime_ns,
                                       cls, a.risk, a.rule, self.index))
@@ -273,6 +277,7 @@ class _Walker:
         owned = rel in self.owned
         if owned:
             self.result.owned_kept += 1
+            self.result.owned_paths.append(rel)
         if owned or rel in self.refused or rel in self.inner:
             return False
         if self.prune is not None and self.prune.fullmatch(rel):
@@ -300,6 +305,7 @@ class _Walker:
         owned = rel in self.owned
         if owned:
             self.result.owned_kept += 1
+            self.result.owned_paths.append(rel)
         if stat.S_ISDIR(st.st_mode):
             if st.st_dev != dev or rel in self.mounts:
                 self.result.mounts_skipped.append(rel)
@@ -324,6 +330,35 @@ class _Walker:
             self._add(rel, st, cls)
             return True
         return False
+
+
+def keep_newest(anchors: Sequence[Anchor], result: ScanResult, collect: bool) -> None:
+    """Trees with a byte budget: their newest items whose allocated bytes fit in it stay
+    (taken out of the items and the totals), as `journalctl --vacuum-size` deletes the
+    oldest archives until the rest fits. Without `collect`, their items are dropped
+    after (Analyze keeps totals only)."""
+    budgets = {i: a.keep_newest_bytes for i, a in enumerate(anchors) if a.keep_newest_bytes}
+    if not budgets:
+        return
+    mine: dict[int, list[Item]] = {}
+    for it in result.items:
+        if it[12] in budgets:
+            mine.setdefault(it[12], []).append(it)
+    stay: set[int] = set()
+    for index, items in mine.items():
+        left = budgets[index]
+        for it in sorted(items, key=lambda x: (-x[8], x[0])):  # newest first
+            if it[3] > left:
+                break  # this one and every older one go
+            left -= it[3]
+            stay.add(id(it))
+            t = result.totals[(it[9], it[10], it[11])]
+            t[0] -= 1
+            t[1] -= it[3]
+    if not collect:
+        result.items = []  # only the budgeted trees' items were collected
+    elif stay:
+        result.items = [it for it in result.items if id(it) not in stay]
 
 
 class UnsafeAnchor(Exception):

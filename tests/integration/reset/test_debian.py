@@ -159,6 +159,10 @@ def test_baseline_matches_dpkg_and_the_chroot(target: Target) -> None:
                             capture_output=True, text=True).stdout
     assert {(u.name, u.id) for u in base.users} == {
         (f.split(":")[0], int(f.split(":")[2])) for f in getent.splitlines()}
+    groups = subprocess.run([require("chroot", "ground truth"), str(root), "getent",
+                             "group"], check=True, capture_output=True, text=True).stdout
+    assert {(g.name, g.id) for g in base.groups} == {
+        (f.split(":")[0], int(f.split(":")[2])) for f in groups.splitlines()}
     links = {(os.path.relpath(dp, root), n) for dp, _, fs in os.walk(root / "etc/systemd")
              for n in fs if os.path.islink(os.path.join(dp, n))
              and dp.endswith((".wants", ".requires"))}
@@ -256,6 +260,9 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
                      conffiles=("/etc/ose-tool.conf",))
     dpkg_install(root, tool)
     (root / "etc/ose-tool.conf").write_text("x=2\n")  # modified by the admin
+    (root / "var/lib/ose-tool/cache").mkdir(parents=True)  # the tool's own data
+    (root / "var/lib/ose-tool/cache/index.db").write_text("rows\n")
+    (root / "var/lib/ose-tool/state").write_text("1\n")
     (root / "usr/local/bin/mytool").write_text("#!/bin/sh\n")
     (root / "etc/debian_version").write_text("13.0-mine\n")  # base-files' conffile
     with open(root / "etc/adduser.conf", "a") as f:  # adduser's (arch all)
@@ -267,6 +274,9 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
         ("ose-tool", "purge")]
     items = {i.path for i in target.engine.plan_items(plan.id, 0, 10000)}
     assert {"opt/vendor", "opt/vendor/bin/app", "usr/local/bin/mytool"} <= items
+    data = {"var/lib/ose-tool", "var/lib/ose-tool/cache", "var/lib/ose-tool/cache/index.db",
+            "var/lib/ose-tool/state"}
+    assert {p for p in items if p.startswith("var/lib/")} == data  # only the purged one's
     r = target.engine.execute(plan.id, plan.digest, ExecuteOptions(), target.journal)
     assert r.skipped_count == 0, r.skipped[:5]
     assert installed(root) == base_set
@@ -274,6 +284,7 @@ def test_deep_purges_and_empties_opt_then_rolls_back(target: Target, tmp_path: P
     status = dpkg_query(root, "-W", "-f", "${Package} ${db:Status-Abbrev}\n")
     assert "ose-tool" not in status
     assert not (root / "etc/ose-tool.conf").exists()
+    assert not (root / "var/lib/ose-tool").exists()  # its data purged too
     assert not (root / "opt/vendor").exists() and (root / "opt").is_dir()
     # conffiles back to what dpkg recorded (ground truth: dpkg-query's md5sums)
     assert set(r.conffiles_restored) == {"etc/debian_version", "etc/adduser.conf"}

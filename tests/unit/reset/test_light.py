@@ -103,6 +103,10 @@ def test_execute_removes_exactly_the_plan_and_rollback_restores_everything(
     assert rig.engine.get_execution(result.execution).state == "rolled_back"
     with pytest.raises(NotApplicable):
         rig.engine.rollback(result.execution, rig.journal)
+    # resume says what happened, not "finish it with Rollback" (it was finished)
+    with pytest.raises(NotApplicable, match="rolled back already"):
+        rig.engine.resume(result.execution, read_journal(rig.journal.path), rig.journal)
+    assert treemanifest.differences(before, _manifest(rig.root)) == []
 
 
 def test_dry_run_changes_nothing_and_leaves_no_journal(tmp_path: Path) -> None:
