@@ -52,7 +52,7 @@ from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
 from oseprovd.store.reports import ReportRepository
 from oseprovd.store.snapshots import DiffPages
-from oseprovd.system.memory import limit_malloc_arenas
+from oseprovd.system.memory import limit_malloc_arenas, release_free_memory
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
 from oseprovd.tuning.engine import TuningEngine
@@ -313,6 +313,8 @@ class Daemon:
                                "(is oseprovd already running?)")
         # Everything built so far lives as long as the daemon: keep it out of the cyclic
         # collector's way, which otherwise rescans it on every full collection.
+        gc.collect()
+        release_free_memory()  # start-up's garbage (first facts, schemas), given back
         gc.freeze()
         notify("READY=1\nSTATUS=Ready; 0 jobs running")
         log.info("ready on the bus as %s%s", BUS_NAME,

@@ -113,8 +113,6 @@ class DiscoveryInterface(ServiceInterface):
         self._engine = cache.engine
         self._reports = reports
         self._jobs = jobs
-        self._converted: dict[tuple[str, bool], tuple[BaseModel, Variant]] = {}
-        self._json: dict[tuple[str, bool], tuple[BaseModel, str]] = {}
         self.hotplug: asyncio.Task[None] | None = None
         self._subsets = {what: only(self._engine, wanted)
                          for what, wanted in GET_SUBSETS.items()}
@@ -162,27 +160,22 @@ class DiscoveryInterface(ServiceInterface):
     def _section_variant(self, name: str, section: BaseModel, allowed: bool) -> Variant:
         """A section as a D-Bus value, converted once per cached answer: the cache hands
         out the same object until it refreshes it, and converting the package list
-        costs far more than sending it."""
-        key = (name, allowed)
-        hit = self._converted.get(key)
-        if hit is not None and hit[0] is section:  # the entry keeps `section` alive
-            return hit[1]
-        model = section if allowed else redact(section)
-        value = to_variant(plain(model.model_dump(mode="json")))
-        self._converted[key] = (section, value)
-        return value
+        costs far more than sending it. Kept with the cache entry, so it goes when the
+        entry is refreshed."""
+        def convert(model: BaseModel) -> Variant:
+            return to_variant(plain((model if allowed else redact(model)).model_dump(
+                mode="json")))
+
+        return self._cache.derived(name, section, ("dbus", allowed), convert)
 
     def _section_json(self, name: str, section: BaseModel, allowed: bool) -> str:
         """A section as JSON text (sorted keys, no nulls), made once per cached answer
         like the D-Bus values above."""
-        key = (name, allowed)
-        hit = self._json.get(key)
-        if hit is not None and hit[0] is section:
-            return hit[1]
-        model = section if allowed else redact(section)
-        text = json.dumps(plain(model.model_dump(mode="json")), sort_keys=True)
-        self._json[key] = (section, text)
-        return text
+        def serialize(model: BaseModel) -> str:
+            return json.dumps(plain((model if allowed else redact(model)).model_dump(
+                mode="json")), sort_keys=True)
+
+        return self._cache.derived(name, section, ("json", allowed), serialize)
 
     @method()
     @exported(public=True)
