@@ -306,6 +306,8 @@ class Daemon:
             bus.export(path, iface)
         exporter.export_existing()
         await tuning.refresh_recommended()
+        gc.collect()
+        release_free_memory()  # start-up's garbage (first facts, schemas), given back
 
         reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
@@ -313,8 +315,6 @@ class Daemon:
                                "(is oseprovd already running?)")
         # Everything built so far lives as long as the daemon: keep it out of the cyclic
         # collector's way, which otherwise rescans it on every full collection.
-        gc.collect()
-        release_free_memory()  # start-up's garbage (first facts, schemas), given back
         gc.freeze()
         notify("READY=1\nSTATUS=Ready; 0 jobs running")
         log.info("ready on the bus as %s%s", BUS_NAME,
