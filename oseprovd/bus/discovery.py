@@ -147,8 +147,17 @@ class DiscoveryInterface(ServiceInterface):
 
     # --- cached reads -------------------------------------------------------------------
 
+    async def _cached(self, subset: Sequence[str]) -> Report:
+        """The cache's answer; when collectors had to run for it (a fill, as heavy as a
+        scan), their threads' freed memory goes back to the kernel as after a scan."""
+        runs = self._cache.runs
+        report = await self._cache.get(subset)
+        if self._cache.runs != runs:
+            release_free_memory()
+        return report
+
     async def _get(self, what: str) -> dict[str, Any]:
-        report = await self._cache.get(self._subsets[what])
+        report = await self._cached(self._subsets[what])
         allowed = await permitted(Action.DISCOVERY_READ_SENSITIVE)
         answer = to_dbus(plain(report.model_dump(mode="json", include=set(META))))
         for name in report.collectors:
@@ -189,7 +198,7 @@ class DiscoveryInterface(ServiceInterface):
         opts: DescribeOptions = DescribeOptions.from_dbus(options)
         names = self._engine.resolve(opts.subsets)  # InvalidArgs before polkit
         await authorize(opts, action=Action.DISCOVERY_AUDIT if "security" in names else None)
-        report = await self._cache.get(opts.subsets)
+        report = await self._cached(opts.subsets)
         allowed = await permitted(Action.DISCOVERY_READ_SENSITIVE)
         parts = {
             "collectors": json.dumps(report.collectors),

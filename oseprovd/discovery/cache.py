@@ -48,6 +48,7 @@ class DiscoveryCache:
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Result]] = {}
+        self.runs = 0  # collector runs started so far (a caller can tell a fill from a hit)
 
     async def _fetch(self, name: str, timeout: float | None) -> Result:
         entry = self._entries.get(name)
@@ -56,6 +57,7 @@ class DiscoveryCache:
         task = self._inflight.get(name)
         if task is None:
             task = asyncio.ensure_future(self.engine.collect_one(name, timeout))
+            self.runs += 1
             self._inflight[name] = task
             try:
                 result = await asyncio.shield(task)
