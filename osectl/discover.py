@@ -316,8 +316,9 @@ def render_report(out: Output, report: dict[str, Any]) -> None:
 @pass_ctx
 def discover(ctx: Ctx, what: str) -> None:
     """What this machine is: WHAT is hardware, software, network, cloud, containers,
-    databases, services, security (needs authorization) or all (default; without
-    security). Answers come from the daemon's cache."""
+    databases, services, security (needs authorization) or all (default; everything
+    but security, in one call). Answers come from the daemon's cache; --json prints one
+    object (for all: the daemon's Describe answer as it came)."""
     if what == "all":
         text, report = describe(ctx)
         if ctx.out.as_json:
