@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
-from osectl.audit import audit
 from osectl.client import Client
 from osectl.context import Ctx
-from osectl.discover import discover, profile, report, scan
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
-from osectl.jobs import jobs
-from osectl.recovery import recovery
 from osectl.render import Output
-from osectl.reset import reset
-from osectl.snapshot import snapshot
-from osectl.status import status
-from osectl.tune import tune
-from osectl.workflow import workflow
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
+# Each command's module, imported only when that command runs (or help lists them all):
+# a cached `osectl discover all` should not pay for the reset and snapshot modules.
+COMMANDS = {
+    "status": "osectl.status", "jobs": "osectl.jobs", "audit": "osectl.audit",
+    "tune": "osectl.tune", "snapshot": "osectl.snapshot", "discover": "osectl.discover",
+    "scan": "osectl.discover", "report": "osectl.discover", "profile": "osectl.discover",
+    "reset": "osectl.reset", "workflow": "osectl.workflow", "recovery": "osectl.recovery",
+}
 
-@click.group(context_settings=CONTEXT)
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in COMMANDS and are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            command = getattr(importlib.import_module(COMMANDS[cmd_name]), cmd_name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print pure JSON on stdout, errors too.")
 @click.option("--address", metavar="ADDRESS", envvar="OSECTL_BUS_ADDRESS",
               help="D-Bus address of the bus the daemon is on (default: the system bus).")
@@ -52,19 +68,6 @@ def completion(shell: str) -> None:
     assert cls is not None
     click.echo(cls(cli, {}, "osectl", "_OSECTL_COMPLETE").source())
 
-
-cli.add_command(status)
-cli.add_command(jobs)
-cli.add_command(audit)
-cli.add_command(tune)
-cli.add_command(snapshot)
-cli.add_command(discover)
-cli.add_command(scan)
-cli.add_command(report)
-cli.add_command(profile)
-cli.add_command(reset)
-cli.add_command(workflow)
-cli.add_command(recovery)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,11 @@ class Output:
         sys.stdout.write(json.dumps(value, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
 
+    def json_text(self, text: str) -> None:
+        """JSON someone else serialized the way json() does (sorted keys), as is."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
     def record(self, value: dict[str, Any], title: str,
                fields: Sequence[tuple[str, str, str | None]]) -> None:
         """A key/value table; fields are (key, label, formatter)."""

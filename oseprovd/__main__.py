@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +34,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def without_tls() -> None:
+    """The daemon speaks no TLS (its one HTTP request, a cloud metadata probe, goes to a
+    link-local address in plain HTTP). asyncio imports ssl whenever it can, and that
+    maps OpenSSL: ~4 MiB resident for nothing. A None entry in sys.modules makes
+    `import ssl` fail, which asyncio, urllib and http.client handle as a Python built
+    without ssl."""
+    if "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
+
+
+def without_plugins() -> None:
+    """No pydantic plugins: a root daemon does not let any installed package hook into
+    the validation of its requests, and looking for them reads every installed
+    distribution's metadata at start-up."""
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    without_tls()
+    without_plugins()
     # Imported after parsing so that --help and --version stay fast.
     from oseprovd.app import StartupError, apply_tuning_at_boot, run
     from oseprovd.config import load_settings

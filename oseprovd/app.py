@@ -52,7 +52,7 @@ from oseprovd.store.db import Store
 from oseprovd.store.jobs import JobRecord, JobRepository
 from oseprovd.store.reports import ReportRepository
 from oseprovd.store.snapshots import DiffPages
-from oseprovd.system.memory import limit_malloc_arenas
+from oseprovd.system.memory import limit_malloc_arenas, release_free_memory
 from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.bench import Benchmarks, FileBenchmarkStore
 from oseprovd.tuning.engine import TuningEngine
@@ -306,6 +306,8 @@ class Daemon:
             bus.export(path, iface)
         exporter.export_existing()
         await tuning.refresh_recommended()
+        gc.collect()
+        release_free_memory()  # start-up's garbage (first facts, schemas), given back
 
         reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):

@@ -5,6 +5,7 @@ performance profile (Profile), and as hot-plug signals (HardwareChanged)."""
 # No "from __future__ import annotations": dbus-fast reads the annotations as signatures.
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -71,6 +72,11 @@ class ScanOptions(Options):
     cloud_metadata: bool = False
 
 
+class DescribeOptions(Options):
+    subsets: list[str] = Field(default_factory=lambda: ["all"], min_length=1,
+                               max_length=MAX_SUBSETS)
+
+
 class ProfileOptions(Options):
     seconds: float = Field(5.0, gt=0, le=performance.MAX_SECONDS)
     interval: float = Field(1.0, ge=0.05, le=60)
@@ -107,7 +113,6 @@ class DiscoveryInterface(ServiceInterface):
         self._engine = cache.engine
         self._reports = reports
         self._jobs = jobs
-        self._converted: dict[tuple[str, bool], tuple[BaseModel, Variant]] = {}
         self.hotplug: asyncio.Task[None] | None = None
         self._subsets = {what: only(self._engine, wanted)
                          for what, wanted in GET_SUBSETS.items()}
@@ -142,8 +147,17 @@ class DiscoveryInterface(ServiceInterface):
 
     # --- cached reads -------------------------------------------------------------------
 
+    async def _cached(self, subset: Sequence[str]) -> Report:
+        """The cache's answer; when collectors had to run for it (a fill, as heavy as a
+        scan), their threads' freed memory goes back to the kernel as after a scan."""
+        runs = self._cache.runs
+        report = await self._cache.get(subset)
+        if self._cache.runs != runs:
+            release_free_memory()
+        return report
+
     async def _get(self, what: str) -> dict[str, Any]:
-        report = await self._cache.get(self._subsets[what])
+        report = await self._cached(self._subsets[what])
         allowed = await permitted(Action.DISCOVERY_READ_SENSITIVE)
         answer = to_dbus(plain(report.model_dump(mode="json", include=set(META))))
         for name in report.collectors:
@@ -155,15 +169,49 @@ class DiscoveryInterface(ServiceInterface):
     def _section_variant(self, name: str, section: BaseModel, allowed: bool) -> Variant:
         """A section as a D-Bus value, converted once per cached answer: the cache hands
         out the same object until it refreshes it, and converting the package list
-        costs far more than sending it."""
-        key = (name, allowed)
-        hit = self._converted.get(key)
-        if hit is not None and hit[0] is section:  # the entry keeps `section` alive
-            return hit[1]
-        model = section if allowed else redact(section)
-        value = to_variant(plain(model.model_dump(mode="json")))
-        self._converted[key] = (section, value)
-        return value
+        costs far more than sending it. Kept with the cache entry, so it goes when the
+        entry is refreshed."""
+        def convert(model: BaseModel) -> Variant:
+            return to_variant(plain((model if allowed else redact(model)).model_dump(
+                mode="json")))
+
+        return self._cache.derived(name, section, ("dbus", allowed), convert)
+
+    def _section_json(self, name: str, section: BaseModel, allowed: bool) -> str:
+        """A section as JSON text (sorted keys, no nulls), made once per cached answer
+        like the D-Bus values above."""
+        def serialize(model: BaseModel) -> str:
+            return json.dumps(plain((model if allowed else redact(model)).model_dump(
+                mode="json")), sort_keys=True)
+
+        return self._cache.derived(name, section, ("json", allowed), serialize)
+
+    @method()
+    @exported(public=True)
+    async def Describe(self, options: "a{sv}") -> "s":
+        """Several sections in one answer, as one JSON object: what `osectl discover all
+        --json`, the Ansible fact and a web page want in one go. The JSON text is the
+        same data the typed Get* answer (collectors, outcomes, one object per section),
+        made from the cache once per cached answer; decoding it is the C json module's
+        work instead of a D-Bus decoder walking ~1000 dicts (hostnamed's Describe does
+        the same)."""
+        opts: DescribeOptions = DescribeOptions.from_dbus(options)
+        names = self._engine.resolve(opts.subsets)  # InvalidArgs before polkit
+        await authorize(opts, action=Action.DISCOVERY_AUDIT if "security" in names else None)
+        report = await self._cached(opts.subsets)
+        allowed = await permitted(Action.DISCOVERY_READ_SENSITIVE)
+        parts = {
+            "collectors": json.dumps(report.collectors),
+            "outcomes": json.dumps(plain([o.model_dump(mode="json") for o in report.outcomes]),
+                                   sort_keys=True),
+        }
+        for name in report.collectors:
+            section = getattr(report, name)
+            if section is not None:
+                parts[name] = self._section_json(name, section, allowed)
+        # What json.dumps(..., sort_keys=True) of the whole would give, without
+        # serializing the cached sections again.
+        return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in sorted(parts.items())) + "}"
 
     @method()
     @exported(public=True)

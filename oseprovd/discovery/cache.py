@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from oseprovd.discovery.engine import DiscoveryEngine
 from oseprovd.discovery.report import CollectorOutcome, Report
 from oseprovd.discovery.runner import Result
+
+T = TypeVar("T")
 
 # udev subsystem -> collectors whose answer a device event in it can change.
 SUBSYSTEM_COLLECTORS: dict[str, tuple[str, ...]] = {
@@ -32,6 +35,9 @@ SUBSYSTEM_COLLECTORS: dict[str, tuple[str, ...]] = {
 class _Entry:
     at: float
     result: Result
+    # Other forms of the section (its D-Bus value, its JSON text), made once by the
+    # caller and dropped with the entry, so that no old section outlives its refresh.
+    derived: dict[object, object] = field(default_factory=dict)
 
 
 class DiscoveryCache:
@@ -42,6 +48,7 @@ class DiscoveryCache:
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Result]] = {}
+        self.runs = 0  # collector runs started so far (a caller can tell a fill from a hit)
 
     async def _fetch(self, name: str, timeout: float | None) -> Result:
         entry = self._entries.get(name)
@@ -50,6 +57,7 @@ class DiscoveryCache:
         task = self._inflight.get(name)
         if task is None:
             task = asyncio.ensure_future(self.engine.collect_one(name, timeout))
+            self.runs += 1
             self._inflight[name] = task
             try:
                 result = await asyncio.shield(task)
@@ -71,6 +79,18 @@ class DiscoveryCache:
     async def section(self, name: str) -> tuple[CollectorOutcome, BaseModel | None]:
         self.engine.resolve([name])
         return await self._fetch(name, None)
+
+    def derived(self, name: str, section: BaseModel, key: object,
+                make: Callable[[BaseModel], T]) -> T:
+        """`make(section)`, remembered with the cached entry of collector `name` while
+        that entry still holds this very section (else made and not kept)."""
+        entry = self._entries.get(name)
+        if entry is None or entry.result[1] is not section:
+            return make(section)
+        if key not in entry.derived:
+            entry.derived[key] = make(section)
+        value: T = entry.derived[key]  # type: ignore[assignment]
+        return value
 
     def invalidate(self, names: Iterable[str] | None = None) -> None:
         """Forget some collectors' answers (all when `names` is None)."""

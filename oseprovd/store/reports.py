@@ -1,10 +1,16 @@
-"""Stored discovery reports: each scan's full report, kept up to a count (retention)."""
+"""Stored discovery reports: each scan's full report, kept up to a count (retention).
+
+A report's JSON is stored deflated (zlib, level 1: 350 KB of text become ~40 KB in
+~1 ms): less to write and fsync per scan, and fewer pages through the daemon's SQLite
+page cache. Rows written as text before that still read back.
+"""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
+import zlib
 
 from pydantic import BaseModel
 
@@ -36,14 +42,17 @@ class ReportRepository:
                 "INSERT INTO reports (id, created, caller_uid, subset, collectors, failed,"
                 " duration_ms, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (report_id, time.time(), caller_uid, json.dumps(subset), json.dumps(collectors),
-                 json.dumps(failed), duration_ms, data))
+                 json.dumps(failed), duration_ms, zlib.compress(data.encode(), 1)))
             conn.execute("DELETE FROM reports WHERE seq NOT IN "
                          "(SELECT seq FROM reports ORDER BY seq DESC LIMIT ?)", (self.keep,))
         return report_id
 
     def data(self, report_id: str) -> str | None:
         rows = self._store.query("SELECT data FROM reports WHERE id = ?", (report_id,))
-        return str(rows[0]["data"]) if rows else None
+        if not rows:
+            return None
+        data = rows[0]["data"]
+        return zlib.decompress(data).decode() if isinstance(data, bytes) else str(data)
 
     def summaries(self, limit: int = 1000) -> list[ReportSummary]:
         """Newest first."""

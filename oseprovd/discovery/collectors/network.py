@@ -1,5 +1,6 @@
-"""Network configuration over netlink (pyroute2): links, addresses, routes, gateways,
-neighbours, DNS, and a topology graph. Reads kernel state only; sends no packets.
+"""Network configuration over rtnetlink (the kernel's binary dumps, as `ip` reads them;
+see discovery/rtnetlink.py): links, addresses, routes, gateways, neighbours, DNS, and a
+topology graph. Reads kernel state only; sends no packets.
 
 Everything here is the network namespace of the reading process.
 """
@@ -7,13 +8,15 @@ Everything here is the network namespace of the reading process.
 from __future__ import annotations
 
 import socket
-from typing import Any
+import sys
 
 from pydantic import BaseModel
 
+from oseprovd.discovery import rtnetlink as rt
 from oseprovd.discovery.fsread import target_reader
 from oseprovd.discovery.redact import sensitive
 from oseprovd.discovery.roots import SystemRoots
+from oseprovd.discovery.rtnetlink import NlMessage, RtNetlink
 
 MAIN_TABLE = 254
 LOCAL_TABLE = 255
@@ -23,6 +26,9 @@ RT_PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 9:
 NUD = {1: "incomplete", 2: "reachable", 4: "stale", 8: "delay", 16: "probe", 32: "failed",
        64: "noarp", 128: "permanent"}
 NUD_NOARP = 64
+RTN_UNICAST = 1
+IFF_UP = 0x1
+ARPHRD_LOOPBACK = 772
 RESOLVED_STUB = "127.0.0.53"
 
 
@@ -95,16 +101,17 @@ def _scope(value: int) -> str:
     return {0: "global", 200: "site", 253: "link", 254: "host"}.get(value, str(value))
 
 
-def _link_kind(msg: Any, roots: SystemRoots, name: str) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+def _link_kind(msg: NlMessage, roots: SystemRoots, name: str) -> str:
+    info = rt.attrs(msg.raw(rt.IFLA_LINKINFO) or b"")
+    kind = info[rt.IFLA_INFO_KIND].split(b"\0", 1)[0].decode() if rt.IFLA_INFO_KIND in info \
+        else None
     if kind == "tun":
-        data = info.get_attr("IFLA_INFO_DATA")
-        tun_type = data.get_attr("IFLA_TUN_TYPE") if data is not None else None
-        return "tap" if tun_type == 2 else "tun"
+        data = rt.attrs(info.get(rt.IFLA_INFO_DATA, b""))
+        tun_type = data.get(rt.IFLA_TUN_TYPE, b"")[:1]
+        return "tap" if tun_type == b"\x02" else "tun"  # IFF_TAP
     if kind:
-        return str(kind)
-    if msg["ifi_type"] == 772:
+        return kind
+    if msg["ifi_type"] == ARPHRD_LOOPBACK:
         return "loopback"
     sysdir = roots.sys / "class" / "net" / name
     if (sysdir / "wireless").is_dir() or (sysdir / "phy80211").exists():
@@ -112,36 +119,44 @@ def _link_kind(msg: Any, roots: SystemRoots, name: str) -> str:
     return "ethernet" if (sysdir / "device").exists() else "other"
 
 
-def _vlan_id(msg: Any) -> int | None:
-    info = msg.get_attr("IFLA_LINKINFO")
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    vid = data.get_attr("IFLA_VLAN_ID") if data is not None else None
-    return int(vid) if vid is not None else None
+def _vlan_id(msg: NlMessage) -> int | None:
+    info = rt.attrs(msg.raw(rt.IFLA_LINKINFO) or b"")
+    data = rt.attrs(info.get(rt.IFLA_INFO_DATA, b""))
+    vid = data.get(rt.IFLA_VLAN_ID)
+    return int.from_bytes(vid[:2], sys.byteorder) if vid is not None and len(vid) >= 2 else None
 
 
-def _links(ipr: Any, roots: SystemRoots) -> list[Link]:
-    msgs = list(ipr.get_links())
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+def _operstate(msg: NlMessage) -> str | None:
+    raw = msg.raw(rt.IFLA_OPERSTATE)
+    if not raw:
+        return None
+    return rt.OPERSTATES[raw[0]] if raw[0] < len(rt.OPERSTATES) else str(raw[0])
+
+
+def _links(nl: RtNetlink, roots: SystemRoots) -> list[Link]:
+    msgs = list(nl.links())
+    names = {m["index"]: m.text(rt.IFLA_IFNAME) for m in msgs}
     links: list[Link] = []
     for m in msgs:
-        name = m.get_attr("IFLA_IFNAME")
-        parent_index = m.get_attr("IFLA_LINK")
-        same_ns = m.get_attr("IFLA_LINK_NETNSID") is None
+        name = m.text(rt.IFLA_IFNAME) or str(m["index"])
+        parent_index = m.u32(rt.IFLA_LINK)
+        same_ns = m.raw(rt.IFLA_LINK_NETNSID) is None
         parent = names.get(parent_index) if parent_index and same_ns else None
+        master = m.u32(rt.IFLA_MASTER)
         links.append(Link(
             name=name, index=m["index"], kind=_link_kind(m, roots, name),
-            mac=m.get_attr("IFLA_ADDRESS"), mtu=m.get_attr("IFLA_MTU"),
-            up=bool(m["flags"] & 1), operstate=m.get_attr("IFLA_OPERSTATE"),
-            master=names.get(m.get_attr("IFLA_MASTER")), vlan_id=_vlan_id(m),
+            mac=m.lladdr(rt.IFLA_ADDRESS), mtu=m.u32(rt.IFLA_MTU),
+            up=bool(m["flags"] & IFF_UP), operstate=_operstate(m),
+            master=names.get(master) if master else None, vlan_id=_vlan_id(m),
             parent=parent if parent != name else None,
         ))
     return links
 
 
-def _addresses(ipr: Any) -> dict[int, list[IpAddress]]:
+def _addresses(nl: RtNetlink) -> dict[int, list[IpAddress]]:
     result: dict[int, list[IpAddress]] = {}
-    for a in ipr.get_addr():
-        address = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+    for a in nl.addresses():
+        address = a.address(rt.IFA_LOCAL) or a.address(rt.IFA_ADDRESS)
         if address is None:
             continue
         result.setdefault(a["index"], []).append(IpAddress(
@@ -150,31 +165,33 @@ def _addresses(ipr: Any) -> dict[int, list[IpAddress]]:
     return result
 
 
-def _routes(ipr: Any, names: dict[int, str]) -> list[Route]:
+def _routes(nl: RtNetlink, names: dict[int, str]) -> list[Route]:
     routes: list[Route] = []
     for family in (socket.AF_INET, socket.AF_INET6):
-        for r in ipr.get_routes(family=family):
-            table = r.get_attr("RTA_TABLE") or r["table"]
-            if table == LOCAL_TABLE or r["type"] != 1:  # local table, or not unicast
+        for r in nl.routes(family):
+            table = r.u32(rt.RTA_TABLE) or r["table"]
+            if table == LOCAL_TABLE or r["type"] != RTN_UNICAST:
                 continue
-            dst = r.get_attr("RTA_DST")
+            dst = r.address(rt.RTA_DST)
             destination = "default" if r["dst_len"] == 0 else f"{dst}/{r['dst_len']}"
+            oif = r.u32(rt.RTA_OIF)
             routes.append(Route(
                 destination=destination, family=_family(family),
-                gateway=r.get_attr("RTA_GATEWAY"), device=names.get(r.get_attr("RTA_OIF")),
+                gateway=r.address(rt.RTA_GATEWAY),
+                device=names.get(oif) if oif is not None else None,
                 table=table, protocol=RT_PROTOS.get(r["proto"], str(r["proto"])),
-                metric=r.get_attr("RTA_PRIORITY"), source=r.get_attr("RTA_PREFSRC")))
+                metric=r.u32(rt.RTA_PRIORITY), source=r.address(rt.RTA_PREFSRC)))
     return routes
 
 
-def _neighbours(ipr: Any, names: dict[int, str]) -> list[Neighbour]:
+def _neighbours(nl: RtNetlink, names: dict[int, str]) -> list[Neighbour]:
     result: list[Neighbour] = []
-    for n in ipr.get_neighbours():
-        dst = n.get_attr("NDA_DST")
+    for n in nl.neighbours():
+        dst = n.address(rt.NDA_DST)
         if dst is None or n["state"] & NUD_NOARP:
             continue
         result.append(Neighbour(address=dst, device=names.get(n["ifindex"]),
-                                mac=n.get_attr("NDA_LLADDR"), state=NUD.get(n["state"])))
+                                mac=n.lladdr(rt.NDA_LLADDR), state=NUD.get(n["state"])))
     return result
 
 
@@ -226,15 +243,12 @@ def topology(links: list[Link], routes: list[Route]) -> list[TopologyEdge]:
 
 
 def collect(roots: SystemRoots) -> NetworkInfo:
-    # Imported here: pyroute2 is heavy, and scans that skip this collector never pay for it.
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = _links(ipr, roots)
-        addresses = _addresses(ipr)
+    with RtNetlink() as nl:
+        links = _links(nl, roots)
+        addresses = _addresses(nl)
         names = {link.index: link.name for link in links}
-        routes = _routes(ipr, names)
-        neighbours = _neighbours(ipr, names)
+        routes = _routes(nl, names)
+        neighbours = _neighbours(nl, names)
     links = [link.model_copy(update={"addresses": addresses.get(link.index, [])})
              for link in links]
     return NetworkInfo(

@@ -63,6 +63,24 @@ def test_reports_are_kept_up_to_the_retention_count(tmp_path: Path) -> None:
     store.close()
 
 
+def test_reports_are_stored_deflated_and_old_text_rows_still_read(tmp_path: Path) -> None:
+    import zlib
+
+    store = Store(tmp_path / "state")
+    repo = ReportRepository(store, keep=5)
+    text = json.dumps({"packages": [{"name": f"p{i}", "version": "1.0"} for i in range(500)]})
+    new = repo.add(text, 0, ["all"], ["packages"], [], 1.0)
+    with store.transaction() as conn:  # a row as the daemon wrote it before (text)
+        conn.execute("INSERT INTO reports (id, created, caller_uid, subset, collectors, "
+                     "failed, duration_ms, data) VALUES ('00000000000000aa', 0, 0, '[]', "
+                     "'[]', '[]', 0, ?)", (text,))
+        raw = conn.execute("SELECT data FROM reports WHERE id = ?", (new,)).fetchone()[0]
+    assert isinstance(raw, bytes) and len(raw) < len(text) / 5
+    assert zlib.decompress(raw).decode() == text  # what is on disk, read by hand
+    assert repo.data(new) == text and repo.data("00000000000000aa") == text
+    store.close()
+
+
 @pytest.mark.parametrize("bad", ["", "latest", "0123456789ABCDEF", "../x", "0" * 17])
 def test_bad_report_ids(bad: str) -> None:
     with pytest.raises(InvalidArguments):

@@ -45,7 +45,7 @@ def test_ttl_and_device_events() -> None:
     async def scenario() -> None:
         await cache.get(["hardware"])
         await cache.get(["hardware"])
-        assert calls == {"cpu": 1, "block": 1}
+        assert calls == {"cpu": 1, "block": 1} and cache.runs == 2
         assert cache.device_event("block") == ["block"]
         report = await cache.get(["hardware"])
         assert calls == {"cpu": 1, "block": 2} and report.block == BlockInfo()
@@ -84,6 +84,47 @@ def test_concurrent_callers_share_one_run() -> None:
         gate.set()
         reports = await asyncio.gather(*tasks)
         assert all(r.block == BlockInfo() for r in reports)
-        assert calls == {"cpu": 1, "block": 1}
+        assert calls == {"cpu": 1, "block": 1} and cache.runs == 2
+
+    asyncio.run(scenario())
+
+
+def test_derived_forms_live_and_die_with_the_cached_section() -> None:
+    """What Get* and Describe make from a section (its D-Bus value, its JSON) is made
+    once per cached answer, and goes when a refresh replaces the answer: no old
+    section is kept alive beside the new one."""
+    import gc
+    import weakref
+
+    calls: dict[str, int] = {}
+    cache = DiscoveryCache(_engine(calls, set()), ttl=60, clock=Clock())
+    made: list[str] = []
+
+    class Form:
+        pass
+
+    def make(section: BaseModel) -> Form:
+        made.append(type(section).__name__)
+        return Form()
+
+    async def scenario() -> None:
+        first = (await cache.get(["block"])).block
+        assert first is not None
+        a = cache.derived("block", first, "json", make)
+        assert cache.derived("block", first, "json", make) is a and made == ["BlockInfo"]
+        assert cache.derived("block", first, "dbus", make) is not a  # another key
+        held = weakref.ref(a)
+        cache.invalidate(["block"])
+        second = (await cache.get(["block"])).block
+        assert second is not None
+        del a
+        gc.collect()
+        assert held() is None  # dropped with the entry
+        cache.derived("block", second, "json", make)
+        # A section that is not (or no longer) the cached one: made, never kept.
+        stale = BlockInfo()
+        cache.derived("block", stale, "json", make)
+        cache.derived("block", stale, "json", make)
+        assert made == ["BlockInfo"] * 5
 
     asyncio.run(scenario())
