@@ -16,7 +16,7 @@ from dbus_fast.service import ServiceInterface
 from pydantic import BaseModel
 
 from oseprovd import __version__
-from oseprovd.bus import guard
+from oseprovd.bus import guard, patient_writer
 from oseprovd.bus.auth import PolkitAuthorizer
 from oseprovd.bus.caller import CallerResolver
 from oseprovd.bus.discovery import DiscoveryInterface
@@ -246,9 +246,11 @@ async def connect(bus: str) -> MessageBus:
     else:
         mb = MessageBus(bus_address=bus)
     try:
-        return await mb.connect()
+        await mb.connect()
     except (OSError, EOFError, ValueError) as exc:
         raise StartupError(f"cannot connect to the {bus} bus: {exc}") from None
+    patient_writer.install(mb)
+    return mb
 
 
 class Daemon:
