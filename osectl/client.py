@@ -7,7 +7,7 @@ from typing import Any
 
 from osectl import wire
 from osectl.agent import TtyAgent
-from osectl.errors import ACCESS_DENIED, CliError, from_dbus, unreachable
+from osectl.errors import ACCESS_DENIED, EXIT_NOT_FOUND, CliError, from_dbus, unreachable
 from oseprovd.bus.names import (
     BUS_NAME,
     DBUS_BUS_NAME,
@@ -19,6 +19,17 @@ from oseprovd.bus.names import (
     ROOT_PATH,
     job_path,
 )
+
+
+def _job_properties_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A Manager.GetJob record in the shape of the Job1 object's properties."""
+    return {
+        "Id": record.get("id"), "State": record.get("state"),
+        "Progress": record.get("progress", 0.0), "StatusText": record.get("status_text", ""),
+        "Operation": record.get("operation", ""), "CallerUid": record.get("caller_uid"),
+        "Result": record.get("result", {}),
+        "Error": [record.get("error_name", ""), record.get("error_message", "")],
+    }
 
 
 class Client:
@@ -128,7 +139,14 @@ class Client:
         except wire.WireError as exc:
             raise CliError("org.ose.Client.ProtocolError", f"cannot subscribe: {exc}") from None
         # Subscribed first, then read: a change between the two is not lost.
-        props = self.job_properties(job_id)
+        try:
+            props = self.job_properties(job_id)
+        except CliError as err:
+            if err.exit_code != EXIT_NOT_FOUND:
+                raise
+            # Long over: its object has left the bus; the store still has the record.
+            yield _job_properties_of(self.get_job(job_id))
+            return
         yield dict(props)
         while props.get("State") in ("queued", "running"):
             try:

@@ -27,6 +27,10 @@ class Limits(BaseModel):
     rate_burst: int = Field(20, ge=1, le=100000)
     polkit_timeout_seconds: float = Field(10.0, gt=0, le=600)
     polkit_interactive_timeout_seconds: float = Field(300.0, gt=0, le=3600)
+    # A finished job's org.ose.Job1 object stays on the bus this long, and at most this
+    # many finished ones at once (each costs the daemon memory); GetJob reads the store.
+    finished_job_linger_seconds: float = Field(600.0, ge=0, le=7 * 86400)
+    max_finished_job_objects: int = Field(100, ge=0, le=10000)
 
 
 class DiscoverySettings(BaseModel):

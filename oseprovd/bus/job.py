@@ -121,6 +121,11 @@ class JobInterface(ServiceInterface):
             self._timer = None
         self._flush()
 
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _schedule(self) -> None:
         if self._timer is not None:
             return
@@ -150,11 +155,19 @@ class JobExporter:
         self._bus = bus
         self._ctx = ctx
         self._manager = manager
+        # A finished job's object stays a while, so a client that looks late still reads
+        # its Result; then it goes: each costs ~6 KB, and a daemon runs thousands of jobs.
+        self._linger = ctx.limits.finished_job_linger_seconds
+        self._max_finished = ctx.limits.max_finished_job_objects
         self._objects: dict[int, JobInterface] = {}
+        self._finished: dict[int, asyncio.TimerHandle] = {}  # oldest first
 
-    def export_existing(self, limit: int = 500) -> None:
-        for job in self._manager.list_jobs(limit=limit):
+    def export_existing(self) -> None:
+        """At start every job is over (recovery marked the running ones interrupted):
+        the newest get an object for the usual while, like any job that just ended."""
+        for job in reversed(self._manager.list_jobs(limit=self._max_finished)):
             self.job_created(job)
+            self._retire_later(job.id)
 
     def interfaces(self) -> list[JobInterface]:
         return list(self._objects.values())
@@ -173,3 +186,17 @@ class JobExporter:
     def job_finished(self, job: JobRecord) -> None:
         if (iface := self._objects.get(job.id)) is not None:
             iface.finish()
+            self._retire_later(job.id)
+
+    def _retire_later(self, job_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._finished[job_id] = loop.call_later(self._linger, self._retire, job_id)
+        while len(self._finished) > self._max_finished:
+            self._retire(next(iter(self._finished)))
+
+    def _retire(self, job_id: int) -> None:
+        if (timer := self._finished.pop(job_id, None)) is not None:
+            timer.cancel()
+        if (iface := self._objects.pop(job_id, None)) is not None:
+            iface.close()
+            self._bus.unexport(job_path(job_id), iface)

@@ -4,8 +4,10 @@ root, as an admin and as an unprivileged user; JSON purity, exit codes, no trace
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,54 @@ def test_completion_scripts(shell, marker):
     assert marker in proc.stdout and "_OSECTL_COMPLETE" in proc.stdout
     if shell == "bash":  # it parses
         subprocess.run(["bash", "-n"], input=proc.stdout, text=True, check=True)
+
+
+def test_finished_job_objects_leave_the_bus_and_the_store_still_answers(  # type: ignore[no-untyped-def]
+        ose_daemon, tmp_path):
+    """Finished jobs' Job1 objects go after the linger time, and beyond the cap at once;
+    the daemon's bus introspection is the truth. Then `jobs watch`/`show` read the
+    store."""
+    import asyncio
+
+    from dbus_fast import Variant
+
+    from tests.harness.busclient import call, connect
+
+    cfg = tmp_path / "oseprovd.toml"
+    cfg.write_text("[limits]\nfinished_job_linger_seconds = 3\nmax_finished_job_objects = 2\n")
+    tmp_path.chmod(0o755)
+    d = ose_daemon.start(extra_args=["--test-interface", "--config", str(cfg)])
+
+    async def exported_jobs() -> set[int]:
+        bus = await connect(d.bus_address)
+        try:
+            (xml,) = await call(bus, "org.ose.Provisioning1", "/org/ose/Provisioning1/Job",
+                                "org.freedesktop.DBus.Introspectable", "Introspect", "", [])
+        finally:
+            bus.disconnect()
+        return {int(n) for n in re.findall(r'<node name="(\d+)"', xml)}
+
+    async def run_jobs(n: int) -> list[int]:
+        bus = await connect(d.bus_address)
+        try:
+            ids = []
+            for _ in range(n):
+                (path,) = await call(bus, "org.ose.Provisioning1", "/org/ose/Provisioning1/Test",
+                                     "org.ose.Test1", "StartDemoJob", "a{sv}",
+                                     [{"seconds": Variant("d", 0.05), "steps": Variant("u", 2)}])
+                ids.append(int(path.rsplit("/", 1)[1]))
+                await asyncio.sleep(0.3)  # done by now
+            return ids
+        finally:
+            bus.disconnect()
+
+    ids = asyncio.run(run_jobs(4))
+    assert asyncio.run(exported_jobs()) == set(ids[-2:])  # the cap: the two newest stay
+    time.sleep(3.5)
+    assert asyncio.run(exported_jobs()) == set()  # the linger is over
+    watch = osectl(d.bus_address, "--json", "jobs", "watch", str(ids[0]))
+    assert watch.returncode == 0, watch.stderr
+    assert json.loads(watch.stdout.splitlines()[-1])["State"] == "succeeded"
+    shown = json.loads(osectl(d.bus_address, "--json", "jobs", "show", str(ids[0])).stdout)
+    assert shown["state"] == "succeeded" and shown["result"] == {"steps": 2}
+    assert osectl(d.bus_address, "jobs", "watch", "999").returncode == 3
