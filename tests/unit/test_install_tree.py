@@ -70,6 +70,8 @@ CONFIG_DEFAULTS = {
         "rate_burst": 20,
         "polkit_timeout_seconds": 10,
         "polkit_interactive_timeout_seconds": 300,
+        "finished_job_linger_seconds": 600,
+        "max_finished_job_objects": 100,
     },
     "discovery": {"cache_ttl_seconds": 300, "keep_reports": 50},
 }
