@@ -6,7 +6,7 @@ the host's pytest (the file name doesn't match test_*.py); tests/vm/test_lvm_in_
 boots the VM and asserts on the junit XML this writes.
 
 Ground truth is LVM's own report (`lvs --reportformat json`) and the filesystem read
-back after a merge (tests/harness/treemanifest: sha256, lstat, xattrs, ACLs), never
+back after a rollback (tests/harness/treemanifest: sha256, lstat, xattrs, ACLs), never
 the engine's output.
 """
 
@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from oseprovd.errors import InvalidArguments
 from oseprovd.snapshots.engine import SnapshotEngine
 from oseprovd.snapshots.errors import NotRecorded, SnapshotNotFound
 from oseprovd.snapshots.journal import FileJournal
-from oseprovd.snapshots.lvm_backend import LvmBackend, merge_lv, snapshot_lv
+from oseprovd.snapshots.lvm_backend import LvmBackend, clone_lv, snapshot_lv
 from oseprovd.snapshots.models import Retention, SnapshotConfig
 from oseprovd.snapshots.repository import SqliteSnapshotRepository, ensure_schema
 from tests.harness import oddtree, treemanifest
@@ -59,7 +59,7 @@ def sh(*argv: str) -> str:
 
 # -- ground truth: LVM's report -------------------------------------------------------
 
-FIELDS = "lv_name,lv_uuid,origin,pool_lv,lv_attr,lv_active,lv_skip_activation,data_percent"
+FIELDS = "lv_name,lv_uuid,origin,pool_lv,lv_attr,lv_skip_activation"
 
 
 def lvs() -> dict[str, dict[str, str]]:
@@ -74,6 +74,10 @@ def read_only(lv: dict[str, str]) -> bool:
 
 def active(lv: dict[str, str]) -> bool:
     return lv["lv_attr"][4] == "a"
+
+
+def skipped(lv: dict[str, str]) -> bool:
+    return lv["lv_skip_activation"] not in ("", "0")
 
 
 def mounted_under(path: Path) -> list[str]:
@@ -121,18 +125,20 @@ class Rig:
     def mount(self) -> None:
         sh("mount", "-o", "noatime", "--", f"/dev/{VG}/{LV}", str(self.live))
 
-    def reactivate(self) -> None:
-        """What a reboot does to the origin: deactivate, activate (a deferred merge
-        runs on activation)."""
-        sh("lvchange", "--activate", "n", "--", f"{VG}/{LV}")
-        sh("lvchange", "--activate", "y", "--", f"{VG}/{LV}")
+    def reboot(self) -> None:
+        """What a reboot does to the VG: all off, then activated as at boot (LVs
+        flagged to skip activation stay off)."""
+        sh("vgchange", "--activate", "n", "--", VG)
+        sh("vgchange", "--activate", "y", "--", VG)
 
 
 @pytest.fixture
 def rig(pool: str, tmp_path: Path) -> Iterator[Rig]:
     sh("lvcreate", "--yes", "--virtualsize", "64M", "--thinpool", f"{VG}/{pool}",
        "--name", LV)
-    sh("mkfs.ext4", "-q", "-F", "--", f"/dev/{VG}/{LV}")
+    # No lazy init: nothing writes to the volume behind the test's back.
+    sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", "--",
+       f"/dev/{VG}/{LV}")
     live = tmp_path / "live"
     live.mkdir()
     cfg = SnapshotConfig(name="data", backend="lvm", path=live,
@@ -197,7 +203,7 @@ def test_create_lists_what_lvm_has(rig: Rig) -> None:
         assert rec.uuid == lv["lv_uuid"] and rec.uuid not in (origin_uuid, "")
         assert lv["origin"] == LV and lv["pool_lv"] == POOL
         assert read_only(lv), lv["lv_attr"]
-        assert lv["lv_skip_activation"] not in ("", "0"), lv  # skipped at activation
+        assert skipped(lv), lv
         assert not active(lv), lv["lv_attr"]
     assert now[LV]["lv_uuid"] == origin_uuid and active(now[LV])
 
@@ -259,9 +265,9 @@ def test_undo_everything_restores_an_odd_tree_exactly(rig: Rig) -> None:
     assert treemanifest.differences(want, treemanifest.manifest(tree)) == []
 
 
-# -- rollback: lvconvert --merge ---------------------------------------------------------
+# -- rollback: a clone of the snapshot swapped in under the volume's name -------------
 
-def test_rollback_of_an_unmounted_volume_is_exact(rig: Rig) -> None:
+def test_rollback_of_an_unmounted_volume_is_exact_and_can_be_undone(rig: Rig) -> None:
     oddtree.build(rig.live / "odd")
     write(rig.live, STATE_A)
     os.sync()
@@ -270,20 +276,34 @@ def test_rollback_of_an_unmounted_volume_is_exact(rig: Rig) -> None:
     oddtree.change(rig.live / "odd")
     change_files(rig.live)
     os.sync()
-    origin_uuid = lvs()[LV]["lv_uuid"]
+    changed = treemanifest.manifest(rig.live, exclude=(b"lost+found",))
+    old_uuid = lvs()[LV]["lv_uuid"]
     rig.umount()
     result = rig.engine.rollback(rec.id)
     assert result.snapshot == rec.id and not result.reboot_required
+    assert result.previous == "data-2"
     now = lvs()
-    assert not any(n.startswith("ose-merge-") for n in now), now
-    assert now[LV]["lv_attr"][0] != "O", "merge still pending"
-    assert now[LV]["lv_uuid"] == origin_uuid  # still the same LV to the system
-    # The recorded snapshot survives (a copy of it was merged) and is still ours.
+    assert not any(n.startswith("ose-clone-") for n in now), now
+    # The live state before the rollback is kept as a recorded, read-only snapshot.
+    prev = now[snapshot_lv("data-2")]
+    assert prev["lv_uuid"] == old_uuid
+    assert read_only(prev) and skipped(prev) and not active(prev), prev
+    assert rig.engine.get_snapshot("data-2").uuid == old_uuid
+    # The volume: writable, active, not skipped, a thin LV of the same pool.
+    vol = now[LV]
+    assert not read_only(vol) and active(vol) and not skipped(vol), vol
+    assert vol["pool_lv"] == POOL and vol["lv_uuid"] not in (old_uuid, rec.uuid)
+    # The recorded snapshot is untouched and still ours.
     assert now[snapshot_lv(rec.id)]["lv_uuid"] == rec.uuid
-    rig.engine.get_snapshot(rec.id)
     rig.mount()
     got = treemanifest.manifest(rig.live, exclude=(b"lost+found",))
     assert treemanifest.differences(want, got) == []
+    # ... and the rollback itself can be rolled back.
+    rig.umount()
+    rig.engine.rollback("data-2")
+    rig.mount()
+    got = treemanifest.manifest(rig.live, exclude=(b"lost+found",))
+    assert treemanifest.differences(changed, got) == []
 
 
 def test_rollback_twice_to_the_same_snapshot(rig: Rig) -> None:
@@ -298,9 +318,11 @@ def test_rollback_twice_to_the_same_snapshot(rig: Rig) -> None:
         assert not rig.engine.rollback(rec.id).reboot_required
         rig.mount()
         assert sha256_tree(rig.live) == want
+    assert [r.id for r in rig.engine.list_snapshots("data")] == ["data-1", "data-2",
+                                                                  "data-3"]
 
 
-def test_rollback_of_a_mounted_volume_waits_for_activation(rig: Rig) -> None:
+def test_rollback_of_a_mounted_volume_needs_a_reboot(rig: Rig) -> None:
     write(rig.live, STATE_A)
     os.sync()
     want = sha256_tree(rig.live)
@@ -308,15 +330,19 @@ def test_rollback_of_a_mounted_volume_waits_for_activation(rig: Rig) -> None:
     change_files(rig.live)
     os.sync()
     changed = sha256_tree(rig.live)
+    old_uuid = lvs()[LV]["lv_uuid"]
     result = rig.engine.rollback(rec.id)
-    assert result.reboot_required
-    assert lvs()[LV]["lv_attr"][0] == "O"  # origin with a merging snapshot
-    assert sha256_tree(rig.live) == changed  # nothing happened under the mount
-    rig.umount()
-    rig.reactivate()  # the "reboot"
+    assert result.reboot_required and result.previous == "data-2"
+    assert sha256_tree(rig.live) == changed  # nothing changed under the mount
     now = lvs()
-    assert now[LV]["lv_attr"][0] != "O"
-    assert not any(n.startswith("ose-merge-") for n in now), now
+    prev = now[snapshot_lv("data-2")]
+    assert prev["lv_uuid"] == old_uuid and prev["lv_attr"][5] == "o"  # still mounted
+    assert skipped(prev)  # not activated by the next boot
+    assert not skipped(now[LV]) and now[LV]["lv_uuid"] != old_uuid
+    rig.umount()
+    rig.reboot()
+    now = lvs()
+    assert active(now[LV]) and not active(now[snapshot_lv("data-2")])
     rig.mount()
     assert sha256_tree(rig.live) == want
 
@@ -338,8 +364,11 @@ def test_delete_after_rollback(rig: Rig) -> None:
     rig.engine.rollback(rec.id)
     rig.mount()
     later = rig.engine.create_snapshot("data", "after")
-    rig.engine.delete_snapshots([rec.id, later.id])
+    ids = [r.id for r in rig.engine.list_snapshots("data")]
+    assert ids == [rec.id, "data-2", later.id]  # data-2: what was live before
+    rig.engine.delete_snapshots(ids)
     assert set(lvs()) == {POOL, LV}
+    assert rig.engine.list_snapshots("data") == []
 
 
 def test_cleanup_number_limit(rig: Rig) -> None:
@@ -357,21 +386,20 @@ BAD_IDS = ["../x", "-y", "data-0", "Data-1", "data-1/../x", "data", "data-1 ", "
            "data--1", "x" * 40 + "-1", "data-1;lvremove"]
 
 
-@pytest.mark.parametrize("bad", BAD_IDS)
-def test_bad_ids_are_refused_before_lvm_runs(rig: Rig, bad: str) -> None:
+def test_bad_ids_are_refused_before_lvm_runs(rig: Rig) -> None:
     rec = rig.engine.create_snapshot("data", "a")
     before = lvs()
-    for call in (lambda: rig.engine.rollback(bad),
-                 lambda: rig.engine.delete_snapshots([bad]),
-                 lambda: rig.engine.delete_snapshots([rec.id, bad]),
-                 lambda: list(rig.engine.diff(bad)),
-                 lambda: rig.engine.undo(bad, ["etc"]),
-                 lambda: snapshot_lv(bad)):
-        with pytest.raises(InvalidArguments):
-            call()
-    with pytest.raises(InvalidArguments):
-        merge_lv(bad)
+    calls: list[Callable[[str], object]] = [
+        rig.engine.rollback, lambda b: rig.engine.delete_snapshots([b]),
+        lambda b: rig.engine.delete_snapshots([rec.id, b]),
+        lambda b: list(rig.engine.diff(b)), lambda b: rig.engine.undo(b, ["etc"]),
+        snapshot_lv, clone_lv]
+    for bad in BAD_IDS:
+        for call in calls:
+            with pytest.raises(InvalidArguments):
+                call(bad)
     assert lvs() == before
+    assert [r.id for r in rig.engine.list_snapshots("data")] == [rec.id]
 
 
 def test_user_made_lv_is_never_used(rig: Rig) -> None:
@@ -398,7 +426,7 @@ def test_user_made_lv_is_never_used(rig: Rig) -> None:
     now = lvs()
     for name in ("ose-data-1", "mine"):
         assert now[name]["lv_uuid"] == user[name]["lv_uuid"]
-    assert now[LV]["lv_attr"][0] != "O"
+    assert now[LV]["lv_uuid"] == user[LV]["lv_uuid"]  # no rollback happened
     rig.mount()
     assert sha256_tree(rig.live) == changed
 
@@ -412,7 +440,8 @@ def test_recorded_snapshot_replaced_by_a_user_lv_is_refused(rig: Rig) -> None:
     sh("lvremove", "--yes", "--", f"{VG}/{snapshot_lv(rec.id)}")
     sh("lvcreate", "--yes", "--snapshot", "--name", snapshot_lv(rec.id), "--",
        f"{VG}/{LV}")
-    impostor = lvs()[snapshot_lv(rec.id)]["lv_uuid"]
+    user = lvs()
+    impostor = user[snapshot_lv(rec.id)]["lv_uuid"]
     rig.umount()
     with pytest.raises(NotRecorded):
         rig.engine.rollback(rec.id)
@@ -420,8 +449,8 @@ def test_recorded_snapshot_replaced_by_a_user_lv_is_refused(rig: Rig) -> None:
         rig.engine.delete_snapshots([rec.id])
     now = lvs()
     assert now[snapshot_lv(rec.id)]["lv_uuid"] == impostor
-    assert not any(n.startswith("ose-merge-") for n in now)
-    assert now[LV]["lv_attr"][0] != "O"
+    assert not any(n.startswith("ose-clone-") for n in now)
+    assert now[LV]["lv_uuid"] == user[LV]["lv_uuid"]
 
 
 def test_snapshot_of_another_volume_is_refused(rig: Rig, pool: str) -> None:
@@ -433,35 +462,72 @@ def test_snapshot_of_another_volume_is_refused(rig: Rig, pool: str) -> None:
     sh("lvcreate", "--yes", "--snapshot", "--name", snapshot_lv(rec.id), "--",
        f"{VG}/other")
     rig.umount()
+    user = lvs()
     with pytest.raises(NotRecorded):
         rig.engine.rollback(rec.id)
     with pytest.raises(NotRecorded):
         rig.engine.delete_snapshots([rec.id])
-    now = lvs()
-    assert now[snapshot_lv(rec.id)]["origin"] == "other"
-    assert now[LV]["lv_attr"][0] != "O"
+    assert lvs() == user
 
 
 # -- a rollback interrupted between its steps ----------------------------------------
 
-def test_recovery_removes_a_merge_clone_left_behind(rig: Rig) -> None:
-    """Killed after the clone was made, before the merge: recovery removes the clone
-    and leaves the origin and the recorded snapshot alone."""
+def _interrupted(rig: Rig, rec_id: str, op: str, *steps: str) -> None:
+    begin = {"op": op, "config": "data", "snapshot": rec_id, "previous": "data-2"}
+    rig.journal.record("rollback.begin", begin)
+    data = {"lvm.swap.begin": {"op": op, "clone": clone_lv(op),
+                               "previous": snapshot_lv("data-2"),
+                               "volume_uuid": lvs()[LV]["lv_uuid"]}}
+    for step in steps:
+        rig.journal.record(step, data.get(step, {"op": op}))
+
+
+def test_recovery_removes_a_clone_left_behind(rig: Rig) -> None:
+    """Killed after the clone was made, before the rename: the clone goes, the volume
+    and the recorded snapshot stay as they were."""
+    write(rig.live, STATE_A)
+    os.sync()
+    rec = rig.engine.create_snapshot("data", "a")
+    change_files(rig.live)
+    os.sync()
+    changed = sha256_tree(rig.live)
+    op = "0123456789abcdef"
+    _interrupted(rig, rec.id, op, "lvm.swap.begin", "lvm.swap.clone")
+    sh("lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--name",
+       clone_lv(op), "--", f"{VG}/{snapshot_lv(rec.id)}")
+    before = lvs()
+    outcomes = rig.engine.recover(rig.journal.entries())
+    assert [(o.action, o.outcome) for o in outcomes] == [("rollback", "reverted")]
+    now = lvs()
+    assert set(now) == set(before) - {clone_lv(op)}
+    assert now[LV]["lv_uuid"] == before[LV]["lv_uuid"]
+    assert now[snapshot_lv(rec.id)]["lv_uuid"] == rec.uuid
+    assert rig.engine.pending(rig.journal.entries()) == []
+    assert sha256_tree(rig.live) == changed
+
+
+def test_recovery_finishes_a_rollback_killed_after_the_rename(rig: Rig) -> None:
+    """Killed after the volume was renamed (the point of no return): recovery gives
+    the clone the volume's name and records what was live as data-2."""
     write(rig.live, STATE_A)
     os.sync()
     want = sha256_tree(rig.live)
     rec = rig.engine.create_snapshot("data", "a")
-    op = "0123456789abcdef"
+    change_files(rig.live)
+    os.sync()
+    rig.umount()
+    old_uuid = lvs()[LV]["lv_uuid"]
+    op = "fedcba9876543210"
+    _interrupted(rig, rec.id, op, "lvm.swap.begin", "lvm.swap.clone")
     sh("lvcreate", "--yes", "--snapshot", "--setactivationskip", "n", "--name",
-       merge_lv(op), "--", f"{VG}/{snapshot_lv(rec.id)}")
-    for step, data in [("rollback.begin", {"op": op, "config": "data",
-                                           "snapshot": rec.id, "previous": "data-2"}),
-                       ("lvm.merge.begin", {"op": op, "merge_lv": merge_lv(op)}),
-                       ("lvm.merge.clone", {"op": op})]:
-        rig.journal.record(step, data)
+       clone_lv(op), "--", f"{VG}/{snapshot_lv(rec.id)}")
+    sh("lvrename", "--", VG, LV, snapshot_lv("data-2"))
     outcomes = rig.engine.recover(rig.journal.entries())
-    assert [(o.action, o.outcome) for o in outcomes] == [("rollback", "reverted")]
+    assert [(o.action, o.outcome) for o in outcomes] == [("rollback", "finished")]
     now = lvs()
-    assert merge_lv(op) not in now
-    assert now[snapshot_lv(rec.id)]["lv_uuid"] == rec.uuid
+    assert clone_lv(op) not in now
+    assert now[snapshot_lv("data-2")]["lv_uuid"] == old_uuid
+    assert rig.engine.get_snapshot("data-2").uuid == old_uuid
+    assert rig.engine.pending(rig.journal.entries()) == []
+    rig.mount()
     assert sha256_tree(rig.live) == want
