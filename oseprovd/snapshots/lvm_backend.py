@@ -47,7 +47,7 @@ from oseprovd.snapshots.models import (
     SnapshotRecord,
     UndoResult,
 )
-from oseprovd.snapshots.places import open_private_dir, statvfs_free
+from oseprovd.snapshots.places import open_private_dir
 
 Runner = Callable[[list[str]], str]
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -162,8 +162,17 @@ class LvmBackend:
         return None  # the snapshot holds the whole volume
 
     def free_fraction(self, config: SnapshotConfig) -> float:
-        return statvfs_free(config.snapshot_dir if config.backend == "copy"
-                            else config.path)
+        """Free space of the thin pool (data or metadata, whichever is fuller): that
+        is what snapshots use and what deleting them frees, not the filesystem's."""
+        vg, lv = _volume(config)
+        out = self.run(["lvs", "--noheadings", "--separator", "|", "--options",
+                        "data_percent,metadata_percent", "--",
+                        f"{vg}/{self._pool(vg, lv)}"])
+        try:
+            used = max(float(f.strip() or 0) for f in out.strip().split("|"))
+        except ValueError:
+            raise BackendFailed(f"lvs gave no usage for the pool of {vg}/{lv}") from None
+        return max(0.0, 1.0 - used / 100)
 
     # -- mounted snapshot ------------------------------------------------------------
 

@@ -531,3 +531,25 @@ def test_recovery_finishes_a_rollback_killed_after_the_rename(rig: Rig) -> None:
     assert rig.engine.pending(rig.journal.entries()) == []
     rig.mount()
     assert sha256_tree(rig.live) == want
+
+
+def test_free_space_is_the_pools(rig: Rig, pool: str) -> None:
+    """Cleanup's free-space limit must read the thin pool (what snapshots use and what
+    deleting them frees), not the filesystem."""
+    def pool_free() -> float:
+        out = sh("lvs", "--reportformat", "json", "--options",
+                 "data_percent,metadata_percent", "--", f"{VG}/{pool}")
+        row = json.loads(out)["report"][0]["lv"][0]
+        return 1 - max(float(row["data_percent"]), float(row["metadata_percent"])) / 100
+
+    backend = rig.engine.backends["lvm"]
+    rec = rig.engine.create_snapshot("data", "a")
+    write(rig.live, {"big": os.urandom(24 << 20)})
+    os.sync()
+    full = backend.free_fraction(rig.config)
+    assert abs(full - pool_free()) < 0.005
+    rig.engine.delete_snapshots([rec.id])
+    (rig.live / "big").unlink()
+    sh("fstrim", "--", str(rig.live))  # give the blocks back to the pool
+    assert backend.free_fraction(rig.config) > full
+    assert abs(backend.free_fraction(rig.config) - pool_free()) < 0.005
