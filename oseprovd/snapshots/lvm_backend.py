@@ -142,8 +142,8 @@ class LvmBackend:
         return CreatedSnapshot(uuid=info["uuid"])
 
     def open_browse(self, config: SnapshotConfig, record: SnapshotRecord) -> int:
-        # Mounting a thin snapshot LV for browsing is possible but untested here (no
-        # device-mapper on the build machine): refused until a VM test covers it.
+        # Not done yet: a browse mount would have to keep the snapshot LV active and
+        # mounted for as long as the engine's bind mount lives, and release it after.
         raise NotApplicable(f"{record.id}: browsing LVM snapshots is not supported yet")
 
     def describe(self, config: SnapshotConfig, snap_id: str) -> CreatedSnapshot | None:
