@@ -1,5 +1,5 @@
-"""LVM backend without LVM (no device-mapper here): the argv it runs and its decisions,
-against a fake runner that plays lvs. A real-LVM test is to come (VM)."""
+"""LVM backend without LVM: the argv it runs and its decisions, against a fake runner
+that plays lvs. What LVM really does is tested in a VM: tests/vm/test_lvm_in_vm.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from oseprovd.snapshots.errors import NotRecorded, SnapshotNotFound
+from oseprovd.snapshots.errors import InvalidSnapshotId, NotRecorded, SnapshotNotFound
 from oseprovd.snapshots.journal import MemoryJournal
 from oseprovd.snapshots.lvm_backend import LvmBackend
 from oseprovd.snapshots.models import SnapshotConfig, SnapshotRecord
@@ -21,30 +21,33 @@ CFG = SnapshotConfig(name="data", backend="lvm", path=Path("/srv/data"),
 class FakeLvm:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
-        self.lvs: dict[str, dict[str, str]] = {"vg0/data": {"uuid": "U-origin",
-                                                            "origin": "", "attr": "Vwi-aotz"}}
+        self.lvs: dict[str, dict[str, str]] = {
+            "vg0/data": {"uuid": "U-origin", "origin": "", "attr": "Vwi-aotz--",
+                         "pool": "pool"}}
 
     def __call__(self, argv: list[str]) -> str:
         from oseprovd.snapshots.errors import BackendFailed
 
         self.calls.append(argv)
+        if argv[0] == "lvrename":
+            assert argv[1] == "--", argv
+            vg, old, new = argv[2:]
+            self.lvs[f"{vg}/{new}"] = self.lvs.pop(f"{vg}/{old}")
+            return ""
         target = argv[-1]
         assert argv[-2] == "--", argv  # positional after "--", always
         if argv[0] == "lvs":
             lv = self.lvs.get(target)
             if lv is None:
                 raise BackendFailed("not found")
-            return f"  {lv['uuid']}|{lv['origin']}|{lv['attr']}\n"
+            return f"  {lv['uuid']}|{lv['origin']}|{lv['attr']}|{lv['pool']}\n"
         if argv[0] == "lvcreate":
             vg, origin = target.split("/")
             name = argv[argv.index("--name") + 1]
             self.lvs[f"{vg}/{name}"] = {"uuid": f"U-{name}", "origin": origin,
-                                        "attr": "Vri---tz"}
+                                        "attr": "Vri---tz-k", "pool": "pool"}
         if argv[0] == "lvremove":
             del self.lvs[target]
-        if argv[0] == "lvconvert":
-            del self.lvs[target]
-            self.lvs["vg0/data"]["attr"] = "Owi-aotz"  # merge deferred: origin open
         return ""
 
 
@@ -69,10 +72,13 @@ def test_create_verify_delete() -> None:
 def test_refuses_unrecorded_or_foreign() -> None:
     fake = FakeLvm()
     be = LvmBackend(runner=fake)
-    fake.lvs["vg0/ose-data-2"] = {"uuid": "U-user", "origin": "data", "attr": "V"}
+    fake.lvs["vg0/ose-data-2"] = {"uuid": "U-user", "origin": "data", "attr": "V",
+                                  "pool": "pool"}
     with pytest.raises(NotRecorded):
         be.verify(CFG, record("data-2", "U-recorded"))
-    fake.lvs["vg0/ose-data-3"] = {"uuid": "U3", "origin": "other", "attr": "V"}
+    # the recorded uuid, but in another pool: not a snapshot of this volume
+    fake.lvs["vg0/ose-data-3"] = {"uuid": "U3", "origin": "other", "attr": "V",
+                                  "pool": "pool2"}
     with pytest.raises(NotRecorded):
         be.verify(CFG, record("data-3", "U3"))
     with pytest.raises(SnapshotNotFound):
@@ -80,27 +86,49 @@ def test_refuses_unrecorded_or_foreign() -> None:
     assert not any(c[0] == "lvremove" for c in fake.calls)
 
 
-def test_rollback_merges_a_copy_and_recovery() -> None:
+def test_rollback_swaps_a_clone_in_and_recovery() -> None:
     fake = FakeLvm()
     be = LvmBackend(runner=fake)
     rec = record("data-1", be.create(CFG, "data-1").uuid)
     journal = MemoryJournal()
     op = "ab" * 8
     result = be.rollback(CFG, rec, op, journal, "data-2")
-    assert result.reboot_required
-    assert ["lvconvert", "--merge", "--yes", "--", f"vg0/ose-merge-{op}"] in fake.calls
-    assert "vg0/ose-data-1" in fake.lvs  # the recorded snapshot survives the merge
-    out = be.recover(CFG, rec, op, journal.entries, journal)
-    assert out.outcome == "finished"
-    # killed after the clone, before the convert: the clone is removed
+    assert result.reboot_required  # the volume is open (attr "o")
+    assert result.previous == "data-2"
+    clone = f"ose-clone-{op}"
+    assert ["lvcreate", "--snapshot", "--name", clone, "--permission", "rw",
+            "--setactivationskip", "n", "--activate", "n", "--yes", "--",
+            "vg0/ose-data-1"] in fake.calls
+    assert ["lvrename", "--", "vg0", "data", "ose-data-2"] in fake.calls
+    assert ["lvrename", "--", "vg0", clone, "data"] in fake.calls
+    assert fake.lvs["vg0/ose-data-2"]["uuid"] == "U-origin"
+    assert fake.lvs["vg0/data"]["uuid"] == f"U-{clone}"
+    assert "vg0/ose-data-1" in fake.lvs  # the recorded snapshot is kept
+    # killed after the clone, before the rename: the clone is removed
     fake2 = FakeLvm()
     be2 = LvmBackend(runner=fake2)
     rec2 = record("data-1", be2.create(CFG, "data-1").uuid)
     op2 = "cd" * 8
-    fake2.lvs[f"vg0/ose-merge-{op2}"] = {"uuid": "M", "origin": "ose-data-1", "attr": "V"}
-    steps = [("lvm.merge.begin", {"op": op2}), ("lvm.merge.clone", {"op": op2})]
+    fake2.lvs[f"vg0/ose-clone-{op2}"] = {"uuid": "M", "origin": "ose-data-1",
+                                         "attr": "V", "pool": "pool"}
+    steps = [("lvm.swap.begin", {"op": op2, "previous": "ose-data-2",
+                                 "volume_uuid": "U-origin"}),
+             ("lvm.swap.clone", {"op": op2})]
     assert be2.recover(CFG, rec2, op2, steps, MemoryJournal()).outcome == "reverted"
-    assert f"vg0/ose-merge-{op2}" not in fake2.lvs
+    assert f"vg0/ose-clone-{op2}" not in fake2.lvs
+    assert fake2.lvs["vg0/data"]["uuid"] == "U-origin"
+    # killed after the volume's rename: finished forward
+    fake2.lvs[f"vg0/ose-clone-{op2}"] = {"uuid": "M", "origin": "ose-data-1",
+                                         "attr": "V", "pool": "pool"}
+    fake2(["lvrename", "--", "vg0", "data", "ose-data-2"])
+    assert be2.recover(CFG, rec2, op2, steps, MemoryJournal()).outcome == "finished"
+    assert fake2.lvs["vg0/data"]["uuid"] == "M"
+    assert fake2.lvs["vg0/ose-data-2"]["uuid"] == "U-origin"
+    # a journal naming someone else's LV as "previous" is refused
+    bad = [("lvm.swap.begin", {"op": op2, "previous": "../root",
+                               "volume_uuid": "U-origin"})]
+    with pytest.raises(InvalidSnapshotId):
+        be2.recover(CFG, rec2, op2, bad, MemoryJournal())
 
 
 @pytest.mark.parametrize("bad", ["-vg/x", "vg/-x", "vg/../x", "vg", "vg/x/y", "../x",
