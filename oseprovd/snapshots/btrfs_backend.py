@@ -458,3 +458,6 @@ def _link_finder(snap: int, live: int) -> Callable[[os.stat_result], str | None]
 class _NullJournal:
     def record(self, step: str, data: dict[str, Any]) -> None:
         return None
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        return None

@@ -74,13 +74,17 @@ class _Recording:
         self.journal.record(step, data)
         self.steps.append((step, dict(data)))
 
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        self.journal.note(step, data)
+        self.steps.append((step, dict(data)))
+
 
 Progress = Callable[[float, str], None]
 
 
 class _Progressing:
     """Passes steps on, and tells `progress` when a path step starts (backends journal
-    one step per path: "<backend>.undo.path" or "copy.restore.*")."""
+    one step per path: "<backend>.undo.path" notes or "copy.restore.*" records)."""
 
     def __init__(self, journal: Journal, progress: Progress, total: int) -> None:
         self.journal = journal
@@ -90,6 +94,13 @@ class _Progressing:
 
     def record(self, step: str, data: dict[str, Any]) -> None:
         self.journal.record(step, data)
+        self._step(step, data)
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        self.journal.note(step, data)
+        self._step(step, data)
+
+    def _step(self, step: str, data: dict[str, Any]) -> None:
         if step.endswith(".path") or step.startswith("copy.restore."):
             self.progress(min(self.done / self.total, 1.0), str(data.get("path", "")))
             self.done += 1

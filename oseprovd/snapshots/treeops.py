@@ -37,20 +37,33 @@ def diff_snapshot(open_tree: OpenTree, open_live: Callable[[], int],
 def undo_paths(open_tree: OpenTree, open_live: Callable[[], int], exclude: frozenset[str],
                record: SnapshotRecord, paths: Sequence[str], op: str, journal: Journal,
                step: str, link_finder: LinkFinder | None = None) -> UndoResult:
-    """Make `paths` in the live tree what they are in the snapshot; each path is
-    journaled as `step` before it is restored."""
+    """Make `paths` in the live tree what they are in the snapshot.
+
+    Recovery needs only the engine's "undo.begin" (it runs the whole undo again), so
+    each path is a journal note (`step`, for progress), not an fsync'd record; the
+    restored entries are made durable by the batch: temps, one syncfs, renames, one
+    syncfs (`step` with ".path" swapped for ".commit" is noted before the renames)."""
     check_op_id(op)
     parts = [split_rel(p) for p in paths]
+    commit_step = step.removesuffix(".path") + ".commit"
     with open_tree(record) as snap:
         live = open_live()
         try:
+            batch = treesync.Batch(
+                live, before_commit=lambda: journal.note(commit_step, {"op": op}))
             ctx = treesync.SyncContext(
                 op=op, live_root_fd=live, same_inodes=True, exclude=exclude,
-                find_live_link=link_finder(snap, live) if link_finder else None)
-            treesync.restore_paths(
-                ctx, snap, live, parts,
-                before_each=lambda rel: journal.record(step, {"op": op, "path": rel}),
-            )
+                find_live_link=link_finder(snap, live) if link_finder else None,
+                batch=batch)
+            try:
+                treesync.restore_paths(
+                    ctx, snap, live, parts,
+                    before_each=lambda rel: journal.note(step, {"op": op, "path": rel}),
+                )
+                batch.commit(ctx)
+            except BaseException:
+                batch.discard(os.fstat(live).st_dev)
+                raise
         finally:
             os.close(live)
     return UndoResult(snapshot=record.id, paths=tuple("/".join(p) for p in parts),
