@@ -28,7 +28,7 @@ from oseprovd.snapshots.errors import (
     UnsafeSnapshotPath,
 )
 from oseprovd.snapshots.ids import check_op_id, check_snapshot_id
-from oseprovd.snapshots.journal import Journal
+from oseprovd.snapshots.journal import Journal, StepJournal
 from oseprovd.snapshots.models import (
     DiffEntry,
     Outcome,
@@ -208,7 +208,7 @@ class BtrfsBackend:
                                      record, other)
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
-             op: str, journal: Journal) -> UndoResult:
+             op: str, journal: StepJournal) -> UndoResult:
         return treeops.undo_paths(lambda r: self._snapshot(config, r),
                                   lambda: self._open_live(config), config.excluded(),
                                   record, paths, op, journal, "btrfs.undo.path", _link_finder)

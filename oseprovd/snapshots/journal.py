@@ -4,9 +4,10 @@ reverted by `SnapshotEngine.recover`.
 
 Entries are `(step, data)`; `data["op"]` ties the steps of one operation together.
 
-`note` is for steps recovery never needs (how far an undo got, for progress): written
-but not fsync'd, so they cost no disk flush each; the next `record` makes them durable
-along with itself. An operation must be recoverable from its `record`ed steps alone.
+A `StepJournal` also takes notes: steps recovery never needs (how far an undo got, for
+progress), written but not fsync'd, so they cost no disk flush each; the next `record`
+makes them durable along with itself. An operation must be recoverable from its
+`record`ed steps alone. (Other engines share `Journal`, which has no notes.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 class Journal(Protocol):
     def record(self, step: str, data: dict[str, Any]) -> None: ...
 
+
+class StepJournal(Journal, Protocol):
     def note(self, step: str, data: dict[str, Any]) -> None: ...
 
 

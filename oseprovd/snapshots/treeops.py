@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from oseprovd.snapshots import treesync
 from oseprovd.snapshots.diff import diff_dirs
 from oseprovd.snapshots.ids import check_op_id
-from oseprovd.snapshots.journal import Journal
+from oseprovd.snapshots.journal import StepJournal
 from oseprovd.snapshots.models import DiffEntry, SnapshotRecord, UndoResult
 from oseprovd.system.rootfs import split_rel
 
@@ -35,7 +35,7 @@ def diff_snapshot(open_tree: OpenTree, open_live: Callable[[], int],
 
 
 def undo_paths(open_tree: OpenTree, open_live: Callable[[], int], exclude: frozenset[str],
-               record: SnapshotRecord, paths: Sequence[str], op: str, journal: Journal,
+               record: SnapshotRecord, paths: Sequence[str], op: str, journal: StepJournal,
                step: str, link_finder: LinkFinder | None = None) -> UndoResult:
     """Make `paths` in the live tree what they are in the snapshot.
 
