@@ -300,8 +300,10 @@ def table(res: dict[str, tuple[list[float], list[float]]], files: int) -> list[s
         if a:
             ma = statistics.median(a)
             lines.append(f"| {what} | {sn} | {ma:.1f} | {ose} | {mb:.1f} | {mb / ma:.2f} |")
-        else:
-            lines.append(f"| {what} | | | {ose} | {mb:.1f} | |")
+        else:  # the undo jobs: against snapper's undochange of the same rounds
+            ma = statistics.median(res["cli_undo"][0])
+            lines.append(f"| {what} | (`snapper undochange`) | {ma:.1f} | {ose} | {mb:.1f} "
+                         f"| {mb / ma:.2f} |")
     return lines
 
 
