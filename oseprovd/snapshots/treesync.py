@@ -474,61 +474,89 @@ def restore_paths(ctx: SyncContext, src_root: int, live_root: int,
                   before_each: Callable[[str], None] | None = None) -> None:
     """Make each path (components, () = the whole tree) of the live tree what it is in
     the saved tree. The parent's own times are kept: an undo changes only what it was
-    asked to."""
+    asked to. Consecutive paths in one directory share one walk to it (a sibling's
+    restore never replaces the directory they are in)."""
     live_dev = os.fstat(live_root).st_dev
-    for parts in paths:
-        rel = "/".join(parts)
-        if before_each is not None:
-            before_each(rel)
-        if not parts:
-            sync_children(ctx, src_root, live_root, "", live_dev)
-            if ctx.batch is None:
-                sync_dir_metadata(src_root, live_root, ".")
-            else:
-                sst = os.fstat(src_root)
-                ctx.batch.set_times_later(
-                    live_root, (sst.st_atime_ns, sst.st_mtime_ns),
-                    _dir_meta_step(ctx.batch.dir(live_root), sst,
-                                   fileops.read_xattrs(src_root), force=True))
-            continue
-        src_parent = walk_dir(src_root, parts[:-1])
-        try:
-            if src_parent is None:
-                live_parent = walk_dir(live_root, parts[:-1])
-            else:
-                live_parent = (walk_dir(live_root, parts[:-1])
-                               or _make_parents(ctx, src_root, live_root, parts[:-1],
-                                                live_dev))
-        except BaseException:
-            if src_parent is not None:
-                os.close(src_parent)
-            raise
-        if live_parent is None:
-            if src_parent is not None:
-                os.close(src_parent)
-            continue  # in neither tree
-        try:
-            if ctx.batch is None:
-                st = os.fstat(live_parent)
-                before = (st.st_atime_ns, st.st_mtime_ns)
-            else:
-                before = ctx.batch.times(live_parent)
-            if src_parent is None:  # not in the saved tree at all: remove it
-                if fileops.lstat_at(live_parent, parts[-1]) is not None:
-                    _touch(ctx, live_parent)
-                    fileops.remove_tree_at(live_parent, parts[-1], live_dev)
-                    ctx.changed += 1
-            else:
-                sync_entry(ctx, src_parent, live_parent, parts[-1], rel, live_dev)
-            if ctx.batch is None:
-                _keep_times(live_parent, before)()
-            else:  # after the rename into it
-                ctx.batch.set_times_later(live_parent, before,
-                                          _keep_times(ctx.batch.dir(live_parent), before))
-        finally:
-            if src_parent is not None:
-                os.close(src_parent)
-            os.close(live_parent)
+    held: tuple[tuple[str, ...], int | None, int] | None = None  # parent, src fd, live fd
+    try:
+        for parts in paths:
+            rel = "/".join(parts)
+            if before_each is not None:
+                before_each(rel)
+            if held is not None and (not parts or held[0] != parts[:-1]):
+                _close_held(held)
+                held = None
+            if not parts:
+                sync_children(ctx, src_root, live_root, "", live_dev)
+                if ctx.batch is None:
+                    sync_dir_metadata(src_root, live_root, ".")
+                else:
+                    sst = os.fstat(src_root)
+                    ctx.batch.set_times_later(
+                        live_root, (sst.st_atime_ns, sst.st_mtime_ns),
+                        _dir_meta_step(ctx.batch.dir(live_root), sst,
+                                       fileops.read_xattrs(src_root), force=True))
+                continue
+            if held is None:
+                held = _open_parents(ctx, src_root, live_root, parts[:-1], live_dev)
+                if held is None:
+                    continue  # in neither tree
+            _restore_one(ctx, held[1], held[2], parts[-1], rel, live_dev)
+    finally:
+        if held is not None:
+            _close_held(held)
+
+
+def _close_held(held: tuple[tuple[str, ...], int | None, int]) -> None:
+    try:
+        if held[1] is not None:
+            os.close(held[1])
+    finally:
+        os.close(held[2])
+
+
+def _open_parents(ctx: SyncContext, src_root: int, live_root: int,
+                  parent: tuple[str, ...],
+                  live_dev: int) -> tuple[tuple[str, ...], int | None, int] | None:
+    """(parent, saved dir fd or None, live dir fd) of a path's parent; the live one is
+    made where the saved tree has it; None when it is in neither tree."""
+    src_parent = walk_dir(src_root, parent)
+    try:
+        if src_parent is None:
+            live_parent = walk_dir(live_root, parent)
+        else:
+            live_parent = (walk_dir(live_root, parent)
+                           or _make_parents(ctx, src_root, live_root, parent, live_dev))
+    except BaseException:
+        if src_parent is not None:
+            os.close(src_parent)
+        raise
+    if live_parent is None:
+        if src_parent is not None:
+            os.close(src_parent)
+        return None
+    return parent, src_parent, live_parent
+
+
+def _restore_one(ctx: SyncContext, src_parent: int | None, live_parent: int, name: str,
+                 rel: str, live_dev: int) -> None:
+    if ctx.batch is None:
+        st = os.fstat(live_parent)
+        before = (st.st_atime_ns, st.st_mtime_ns)
+    else:
+        before = ctx.batch.times(live_parent)
+    if src_parent is None:  # not in the saved tree at all: remove it
+        if fileops.lstat_at(live_parent, name) is not None:
+            _touch(ctx, live_parent)
+            fileops.remove_tree_at(live_parent, name, live_dev)
+            ctx.changed += 1
+    else:
+        sync_entry(ctx, src_parent, live_parent, name, rel, live_dev)
+    if ctx.batch is None:
+        _keep_times(live_parent, before)()
+    else:  # after the rename into it
+        ctx.batch.set_times_later(live_parent, before,
+                                  _keep_times(ctx.batch.dir(live_parent), before))
 
 
 def _keep_times(dir_fd: int, before: tuple[int, int]) -> Callable[[], None]:
