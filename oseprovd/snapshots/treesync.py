@@ -95,7 +95,7 @@ class Batch:
     way (a restore of a whole big tree), so open fds stay bounded.
     """
 
-    MAX_DIRS = 256
+    MAX_DIRS = 128  # our dups, beside the walk's own two fds a level (at most 200 levels)
     MAX_STEPS = 4096
     FSYNC_DIRS = 8  # more changed directories than this: one syncfs instead
 

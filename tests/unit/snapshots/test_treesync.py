@@ -194,3 +194,39 @@ def test_a_failed_batch_leaves_no_temps(tmp_path: Path,
         os.close(s_fd)
         os.close(l_fd)
     assert not [p for p in live.rglob("*") if p.name.startswith(treesync.TMP_PREFIX)]
+
+
+def test_a_batch_that_fills_up_commits_on_the_way(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    saved, live = _changed_live(tmp_path)
+    for i in range(12):  # more changed entries than one batch may hold
+        (saved / "a" / f"n{i}").write_bytes(b"saved %d" % i)
+        (live / "a" / f"n{i}").write_bytes(b"live")
+    for root in (saved, live):
+        os.utime(root / "a", ns=(3_000_000_000, 4_000_000_000))
+    monkeypatch.setattr(treesync.Batch, "MAX_STEPS", 3)
+    commits = 0
+    real_commit = treesync.Batch.commit
+
+    def commit(self: treesync.Batch, ctx: treesync.SyncContext) -> None:
+        nonlocal commits
+        commits += 1
+        real_commit(self, ctx)
+
+    monkeypatch.setattr(treesync.Batch, "commit", commit)
+    s_fd = os.open(saved, os.O_RDONLY | os.O_DIRECTORY)
+    l_fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        batch = treesync.Batch(l_fd)
+        ctx = treesync.SyncContext(op="0" * 16, live_root_fd=l_fd, same_inodes=False,
+                                   batch=batch)
+        treesync.restore_paths(ctx, s_fd, l_fd, [(), ("a", "g2"), ("a", "n3")])
+        batch.commit(ctx)
+        assert list(diff_dirs(s_fd, l_fd)) == []
+    finally:
+        os.close(s_fd)
+        os.close(l_fd)
+    assert commits > 2
+    assert _state(live) == _state(saved)
+    assert os.stat(live / "g").st_ino == os.stat(live / "a" / "g2").st_ino
+    assert not [p for p in live.rglob("*") if p.name.startswith(treesync.TMP_PREFIX)]
