@@ -69,6 +69,10 @@ class SyncContext:
 
     # Renames held back until the temp entries are durable (see Batch); None = at once.
     batch: Batch | None = None
+    # unchanged(rel): True when the live directory at rel is, with all under it, what it
+    # was when the snapshot was taken (btrfs: no inode in it written since), so a walk
+    # need not go in. Asked only for a directory with the snapshot's own inode number.
+    unchanged_dir: Callable[[str], bool] | None = None
 
     run: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -340,6 +344,9 @@ def _replace(ctx: SyncContext, dst_dir: int, name: str, rel: str,
 
 def _sync_dir(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str,
               s: os.stat_result, d: os.stat_result | None, live_dev: int) -> None:
+    if (ctx.unchanged_dir is not None and d is not None and stat.S_ISDIR(d.st_mode)
+            and d.st_ino == s.st_ino and ctx.unchanged_dir(rel)):
+        return  # the snapshot's own directory, untouched since: nothing to restore in it
     if d is not None and not stat.S_ISDIR(d.st_mode):
         _touch(ctx, dst_dir)
         os.unlink(name, dir_fd=dst_dir)
