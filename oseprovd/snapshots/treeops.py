@@ -16,8 +16,8 @@ from oseprovd.system.rootfs import split_rel
 
 OpenTree = Callable[[SnapshotRecord], AbstractContextManager[int]]
 LinkFinder = Callable[[int, int], Callable[[os.stat_result], str | None]]
-# (snapshot fd, live fd) -> treesync.SyncContext.unchanged_dir, or None (walk it all)
-UnchangedDirs = Callable[[int, int], Callable[[str], bool] | None]
+# (snapshot fd, live fd) -> treesync.SyncContext.unchanged, or None (compare it all)
+UnchangedSince = Callable[[int, int], treesync.Unchanged | None]
 
 
 def diff_snapshot(open_tree: OpenTree, open_live: Callable[[], int],
@@ -39,7 +39,7 @@ def diff_snapshot(open_tree: OpenTree, open_live: Callable[[], int],
 def undo_paths(open_tree: OpenTree, open_live: Callable[[], int], exclude: frozenset[str],
                record: SnapshotRecord, paths: Sequence[str], op: str, journal: StepJournal,
                step: str, link_finder: LinkFinder | None = None,
-               unchanged_dirs: UnchangedDirs | None = None) -> UndoResult:
+               unchanged: UnchangedSince | None = None) -> UndoResult:
     """Make `paths` in the live tree what they are in the snapshot.
 
     Recovery needs only the engine's "undo.begin" (it runs the whole undo again), so
@@ -58,7 +58,7 @@ def undo_paths(open_tree: OpenTree, open_live: Callable[[], int], exclude: froze
                 op=op, live_root_fd=live, same_inodes=True, exclude=exclude,
                 find_live_link=link_finder(snap, live) if link_finder else None,
                 batch=batch,
-                unchanged_dir=unchanged_dirs(snap, live) if unchanged_dirs else None)
+                unchanged=unchanged(snap, live) if unchanged else None)
             try:
                 treesync.restore_paths(
                     ctx, snap, live, parts,

@@ -23,6 +23,7 @@ import stat
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from oseprovd.snapshots.errors import BackendFailed, UnsafeSnapshotPath
 from oseprovd.system import fileops
@@ -37,6 +38,18 @@ def check_depth(rel: str) -> None:
     if rel.count("/") >= MAX_DEPTH:
         raise BackendFailed(f"{rel[:200]!r}...: deeper than {MAX_DEPTH} levels; "
                             "restore a deeper path instead")
+
+
+class Unchanged(Protocol):
+    """Asked only about entries that carry the snapshot's own inode number."""
+
+    def dir(self, rel: str) -> bool:
+        """The live directory at `rel` holds, at any depth, nothing written since."""
+        ...
+
+    def inode(self, ino: int) -> bool:
+        """Live inode `ino` was not written since (content, metadata, links)."""
+        ...
 
 
 @dataclass
@@ -69,10 +82,9 @@ class SyncContext:
 
     # Renames held back until the temp entries are durable (see Batch); None = at once.
     batch: Batch | None = None
-    # unchanged(rel): True when the live directory at rel is, with all under it, what it
-    # was when the snapshot was taken (btrfs: no inode in it written since), so a walk
-    # need not go in. Asked only for a directory with the snapshot's own inode number.
-    unchanged_dir: Callable[[str], bool] | None = None
+    # What the live tree knows has not changed since the snapshot (btrfs generations),
+    # so a walk skips it; None: compare everything.
+    unchanged: Unchanged | None = None
 
     run: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -344,8 +356,8 @@ def _replace(ctx: SyncContext, dst_dir: int, name: str, rel: str,
 
 def _sync_dir(ctx: SyncContext, src_dir: int, dst_dir: int, name: str, rel: str,
               s: os.stat_result, d: os.stat_result | None, live_dev: int) -> None:
-    if (ctx.unchanged_dir is not None and d is not None and stat.S_ISDIR(d.st_mode)
-            and d.st_ino == s.st_ino and ctx.unchanged_dir(rel)):
+    if (ctx.unchanged is not None and d is not None and stat.S_ISDIR(d.st_mode)
+            and d.st_ino == s.st_ino and ctx.unchanged.dir(rel)):
         return  # the snapshot's own directory, untouched since: nothing to restore in it
     if d is not None and not stat.S_ISDIR(d.st_mode):
         _touch(ctx, dst_dir)
@@ -390,15 +402,30 @@ def _dir_meta_step(dfd: int, s: os.stat_result, xattrs: dict[str, bytes],
 def sync_children(ctx: SyncContext, sfd: int, dfd: int, rel: str, live_dev: int) -> None:
     """Make the entries of the open directory dfd those of sfd (not the dir's own
     metadata)."""
-    src_names = set(os.listdir(sfd))
     own = ctx.own_prefix()  # this run's temps, renamed at the batch's commit
-    extra = {n for n in os.listdir(dfd) if not n.startswith(own)} - src_names
+    if ctx.unchanged is None:
+        src_names = set(os.listdir(sfd))
+        live_names = set(os.listdir(dfd))
+        same: set[str] = set()
+    else:  # names and inode numbers from the listings alone: no stat for what is same
+        src = _inodes(sfd)
+        live = _inodes(dfd)
+        src_names, live_names = set(src), set(live)
+        same = {n for n, (ino, is_dir) in src.items()
+                if not is_dir and live.get(n) == (ino, False) and ctx.unchanged.inode(ino)}
+    extra = {n for n in live_names if not n.startswith(own)} - src_names
     if ctx.keep_extra:  # still clear what a killed run of this op left
         extra = {n for n in extra if n.startswith(f"{TMP_PREFIX}{ctx.op}-")}
     for child in sorted(extra):
         sync_entry(ctx, sfd, dfd, child, _join(rel, child), live_dev)
-    for child in sorted(src_names):
+    for child in sorted(src_names - same):
         sync_entry(ctx, sfd, dfd, child, _join(rel, child), live_dev)
+
+
+def _inodes(dir_fd: int) -> dict[str, tuple[int, bool]]:
+    """{name: (inode number, is a directory)} from one listing (d_ino, d_type)."""
+    with os.scandir(dir_fd) as it:
+        return {e.name: (e.inode(), e.is_dir(follow_symlinks=False)) for e in it}
 
 
 def _dir_meta_equal(s: os.stat_result, d: os.stat_result, sfd: int, dfd: int) -> bool:
