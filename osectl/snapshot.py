@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from typing import Any
 
@@ -198,6 +197,8 @@ def mount(ctx: Ctx, snapshot_id: str, command: tuple[str, ...]) -> None:
     rc = 0
     try:
         if command:
+            import subprocess  # only here: every osectl command imports this module
+
             env = {**os.environ, "OSE_SNAPSHOT_MOUNT": path}
             rc = subprocess.run(list(command), cwd=path, env=env, check=False).returncode
         else:

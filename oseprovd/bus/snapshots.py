@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,7 @@ MAX_PAGE = 5000
 MAX_ROWS = 2**63 - 1  # SQLite's integers are signed 64-bit
 DIFF_BATCH = 1000
 DIFF_OPERATION = "snapshots.diff"
+PROGRESS_EVERY = 0.1  # seconds between an undo's progress updates
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +254,15 @@ class SnapshotsInterface(ServiceInterface):
 
         async def run(job: JobContext) -> dict[str, Any]:
             loop = asyncio.get_running_loop()
+            last = [time.monotonic()]
 
             def progress(fraction: float, path: str) -> None:
-                loop.call_soon_threadsafe(job.progress, fraction, shown(path))
+                # At most one wake-up of the bus loop per PROGRESS_EVERY seconds (the
+                # job's signals are throttled anyway): a short undo pays for none.
+                now = time.monotonic()
+                if now - last[0] >= PROGRESS_EVERY:
+                    last[0] = now
+                    loop.call_soon_threadsafe(job.progress, fraction, shown(path))
 
             result = await asyncio.to_thread(self._engine.undo, req.snapshot,
                                              list(req.paths), progress)

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from oseprovd.snapshots.journal import Journal
+from oseprovd.snapshots.journal import Journal, StepJournal
 from oseprovd.snapshots.models import (
     DiffEntry,
     RecoveryOutcome,
@@ -53,7 +53,7 @@ class SnapshotBackend(Protocol):
              other: SnapshotRecord | None) -> Iterator[DiffEntry]: ...
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
-             op: str, journal: Journal) -> UndoResult: ...
+             op: str, journal: StepJournal) -> UndoResult: ...
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         """Remove what a killed undo `op` left beside `paths` (temp entries)."""

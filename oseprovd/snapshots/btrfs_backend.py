@@ -28,7 +28,7 @@ from oseprovd.snapshots.errors import (
     UnsafeSnapshotPath,
 )
 from oseprovd.snapshots.ids import check_op_id, check_snapshot_id
-from oseprovd.snapshots.journal import Journal
+from oseprovd.snapshots.journal import Journal, StepJournal
 from oseprovd.snapshots.models import (
     DiffEntry,
     Outcome,
@@ -208,10 +208,11 @@ class BtrfsBackend:
                                      record, other)
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
-             op: str, journal: Journal) -> UndoResult:
+             op: str, journal: StepJournal) -> UndoResult:
         return treeops.undo_paths(lambda r: self._snapshot(config, r),
                                   lambda: self._open_live(config), config.excluded(),
-                                  record, paths, op, journal, "btrfs.undo.path", _link_finder)
+                                  record, paths, op, journal, "btrfs.undo.path", _link_finder,
+                                  _SinceSnapshot)
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         """Remove temp entries a killed undo left next to the paths it restored."""
@@ -455,6 +456,61 @@ def _link_finder(snap: int, live: int) -> Callable[[os.stat_result], str | None]
     return find
 
 
+class _SinceSnapshot:
+    """What in the live subvolume was not written since a snapshot taken of it, so a
+    walk can skip it (treesync.Unchanged). The live inodes written after the snapshot's
+    transaction come from one tree search (after a commit: inode items reach the tree
+    then), made at the first question, so an undo of named files never pays for it. A
+    snapshot of another subvolume (e.g. the one a rollback kept), or a search or name
+    lookup that fails, means: nothing is known unchanged, compare everything."""
+
+    def __init__(self, snap: int, live: int) -> None:
+        self.snap = snap
+        self.live = live
+        self._inodes: set[int] | None = None  # written since the snapshot
+        self._dirs: set[str] = set()  # holding any of those, at any depth
+        self._known = False
+
+    def _load(self) -> None:
+        if self._inodes is not None:
+            return
+        self._inodes = set()
+        s_info = btrfs.subvolume_info(self.snap)
+        l_info = btrfs.subvolume_info(self.live)
+        if (s_info.parent_uuid != l_info.uuid or not s_info.read_only
+                or not s_info.otransid):
+            return
+        try:
+            btrfs.sync(self.live)
+            changed = btrfs.changed_inodes(self.live, l_info.id, s_info.otransid)
+            dirs = {""}
+            for ino, mode in changed.items():
+                if ino == 256:  # the subvolume's root: always walked
+                    continue
+                names = btrfs.ino_paths(self.live, ino)
+                if not names and stat.S_ISDIR(mode):
+                    return  # a directory with no name: don't guess
+                for raw in names:
+                    parts = os.fsdecode(raw).split("/")
+                    upto = len(parts) if stat.S_ISDIR(mode) else len(parts) - 1
+                    for i in range(1, upto + 1):
+                        dirs.add("/".join(parts[:i]))
+        except OSError:
+            return
+        self._inodes, self._dirs, self._known = set(changed), dirs, True
+
+    def dir(self, rel: str) -> bool:
+        self._load()
+        return self._known and rel not in self._dirs
+
+    def inode(self, ino: int) -> bool:
+        self._load()
+        return self._known and self._inodes is not None and ino not in self._inodes
+
+
 class _NullJournal:
     def record(self, step: str, data: dict[str, Any]) -> None:
+        return None
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
         return None

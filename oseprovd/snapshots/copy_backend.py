@@ -38,7 +38,7 @@ from oseprovd.snapshots.errors import (
     UnsafeSnapshotPath,
 )
 from oseprovd.snapshots.ids import check_op_id, check_snapshot_id
-from oseprovd.snapshots.journal import Journal
+from oseprovd.snapshots.journal import Journal, StepJournal
 from oseprovd.snapshots.models import (
     DiffEntry,
     RecoveryOutcome,
@@ -508,7 +508,7 @@ class CopyBackend:
         fileops.apply_metadata(parent, name, st, xattrs)
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
-             op: str, journal: Journal) -> UndoResult:
+             op: str, journal: StepJournal) -> UndoResult:
         return self._restore(config, record, paths, op, journal)
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:

@@ -31,7 +31,7 @@ from oseprovd.snapshots.errors import (
     UnsafeSnapshotPath,
 )
 from oseprovd.snapshots.ids import check_config_name, check_snapshot_id, make_snapshot_id
-from oseprovd.snapshots.journal import Journal, JournalEntry
+from oseprovd.snapshots.journal import JournalEntry, StepJournal
 from oseprovd.snapshots.models import (
     CleanupAlgorithm,
     CleanupResult,
@@ -66,12 +66,16 @@ class _Recording:
     """Passes steps to the real journal and keeps this operation's own, so a failed
     rollback can be reverted at once with the same code recovery uses."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: StepJournal) -> None:
         self.journal = journal
         self.steps: list[tuple[str, dict[str, Any]]] = []
 
     def record(self, step: str, data: dict[str, Any]) -> None:
         self.journal.record(step, data)
+        self.steps.append((step, dict(data)))
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        self.journal.note(step, data)
         self.steps.append((step, dict(data)))
 
 
@@ -80,9 +84,9 @@ Progress = Callable[[float, str], None]
 
 class _Progressing:
     """Passes steps on, and tells `progress` when a path step starts (backends journal
-    one step per path: "<backend>.undo.path" or "copy.restore.*")."""
+    one step per path: "<backend>.undo.path" notes or "copy.restore.*" records)."""
 
-    def __init__(self, journal: Journal, progress: Progress, total: int) -> None:
+    def __init__(self, journal: StepJournal, progress: Progress, total: int) -> None:
         self.journal = journal
         self.progress = progress
         self.total = max(total, 1)
@@ -90,6 +94,13 @@ class _Progressing:
 
     def record(self, step: str, data: dict[str, Any]) -> None:
         self.journal.record(step, data)
+        self._step(step, data)
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        self.journal.note(step, data)
+        self._step(step, data)
+
+    def _step(self, step: str, data: dict[str, Any]) -> None:
         if step.endswith(".path") or step.startswith("copy.restore."):
             self.progress(min(self.done / self.total, 1.0), str(data.get("path", "")))
             self.done += 1
@@ -110,7 +121,7 @@ class PrePost:
 
 class SnapshotEngine:
     def __init__(self, configs: Mapping[str, SnapshotConfig], repo: SnapshotRepository,
-                 backends: Mapping[str, SnapshotBackend], journal: Journal,
+                 backends: Mapping[str, SnapshotBackend], journal: StepJournal,
                  clock: Callable[[], datetime] = _utcnow,
                  on_created: Callable[[SnapshotRecord], None] | None = None,
                  on_deleted: Callable[[list[str]], None] | None = None,
@@ -292,7 +303,7 @@ class SnapshotEngine:
             self.journal.record("undo.begin", {"op": op, "config": config.name,
                                                "snapshot": record.id, "paths": clean})
             try:
-                journal: Journal = (self.journal if progress is None
+                journal: StepJournal = (self.journal if progress is None
                                     else _Progressing(self.journal, progress, len(clean)))
                 result = backend.undo(config, record, clean, op, journal)
             except BaseException:

@@ -3,6 +3,11 @@ implementation) before it is taken, so a run killed at any point can be finished
 reverted by `SnapshotEngine.recover`.
 
 Entries are `(step, data)`; `data["op"]` ties the steps of one operation together.
+
+A `StepJournal` also takes notes: steps recovery never needs (how far an undo got, for
+progress), written but not fsync'd, so they cost no disk flush each; the next `record`
+makes them durable along with itself. An operation must be recoverable from its
+`record`ed steps alone. (Other engines share `Journal`, which has no notes.)
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ class Journal(Protocol):
     def record(self, step: str, data: dict[str, Any]) -> None: ...
 
 
+class StepJournal(Journal, Protocol):
+    def note(self, step: str, data: dict[str, Any]) -> None: ...
+
+
 JournalEntry = tuple[str, dict[str, Any]]
 
 
@@ -27,12 +36,19 @@ class FileJournal:
         self.path = Path(path)
 
     def record(self, step: str, data: dict[str, Any]) -> None:
+        self._append(step, data, durable=True)
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        self._append(step, data, durable=False)
+
+    def _append(self, step: str, data: dict[str, Any], durable: bool) -> None:
         line = json.dumps({"step": step, "data": data}, sort_keys=True) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                      | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, line.encode())
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -79,4 +95,7 @@ class MemoryJournal:
         self.entries: list[JournalEntry] = []
 
     def record(self, step: str, data: dict[str, Any]) -> None:
+        self.entries.append((step, dict(data)))
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
         self.entries.append((step, dict(data)))

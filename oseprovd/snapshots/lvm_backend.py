@@ -38,7 +38,7 @@ from oseprovd.snapshots.errors import (
     SnapshotNotFound,
 )
 from oseprovd.snapshots.ids import check_op_id, check_snapshot_id
-from oseprovd.snapshots.journal import Journal
+from oseprovd.snapshots.journal import Journal, StepJournal
 from oseprovd.snapshots.models import (
     DiffEntry,
     RecoveryOutcome,
@@ -218,7 +218,7 @@ class LvmBackend:
                                      record, other)
 
     def undo(self, config: SnapshotConfig, record: SnapshotRecord, paths: Sequence[str],
-             op: str, journal: Journal) -> UndoResult:
+             op: str, journal: StepJournal) -> UndoResult:
         return treeops.undo_paths(lambda r: self._mounted(config, r),
                                   lambda: self._open_live(config), config.excluded(),
                                   record, paths, op, journal, "lvm.undo.path")

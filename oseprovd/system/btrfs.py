@@ -16,6 +16,7 @@ interpreter (Debian's 3.11) that the venv was made from.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import importlib.machinery
 import importlib.util
@@ -97,6 +98,7 @@ class SubvolumeInfo:
     read_only: bool
     generation: int
     otime: float
+    otransid: int = 0  # the transaction that made it (a snapshot: what it holds)
 
 
 _READ_ONLY_FLAG = 1  # BTRFS_SUBVOL_RDONLY in the root item's flags
@@ -112,6 +114,7 @@ def subvolume_info(path: PathOrFd) -> SubvolumeInfo:
         read_only=bool(info.flags & _READ_ONLY_FLAG),
         generation=info.generation,
         otime=info.otime,
+        otransid=info.otransid,
     )
 
 
@@ -181,6 +184,54 @@ def ino_paths(fd: int, ino: int, size: int = 65536) -> list[bytes]:
     buf = ctypes.create_string_buffer(size)
     args = bytearray(struct.pack("QQ4QQ", ino, size, 0, 0, 0, 0, ctypes.addressof(buf)))
     fcntl.ioctl(fd, _IOC_INO_PATHS, args)
-    _left, _missing, count, _missed = struct.unpack_from("IIII", buf.raw, 0)
+    _left, missing, count, _missed = struct.unpack_from("IIII", buf.raw, 0)
+    if missing:  # more names than fit: an incomplete answer must not pass as the whole
+        raise OSError(errno.E2BIG, f"inode {ino} has more names than {size} bytes hold")
     offsets = struct.unpack_from(f"{count}Q", buf.raw, 16)
     return [buf.raw[16 + off:].split(b"\0", 1)[0] for off in offsets]
+
+
+# BTRFS_IOC_TREE_SEARCH: _IOWR(0x94, 17, struct btrfs_ioctl_search_args), 4096 bytes:
+# a 104-byte key (tree, objectid, offset and transid ranges, type range, item count)
+# followed by the items found, each a 32-byte header (transid, objectid, offset, type,
+# len) and its data. libbtrfsutil has no binding for it.
+_IOC_TREE_SEARCH = 0xD0009411
+_SEARCH_KEY = struct.Struct("=7Q4I4Q")
+_SEARCH_HEADER = struct.Struct("=3Q2I")
+_INODE_ITEM_KEY = 1
+_FIRST_FREE_OBJECTID = 256
+_LAST_FREE_OBJECTID = 2**64 - 256  # (u64)-256
+_U64_MAX = 2**64 - 1
+
+
+def changed_inodes(fd: int, tree_id: int, since: int) -> dict[int, int]:
+    """{inode number: mode} of the inodes of subvolume `tree_id` (fd anywhere on that
+    filesystem, root only) whose inode item was written in a transaction after `since`:
+    what changed in the subvolume since a snapshot taken in transaction `since`
+    (content, metadata, and for a directory its entries)."""
+    found: dict[int, int] = {}
+    min_objectid = _FIRST_FREE_OBJECTID
+    while True:
+        buf = bytearray(4096)
+        _SEARCH_KEY.pack_into(buf, 0, tree_id, min_objectid, _LAST_FREE_OBJECTID, 0,
+                              _U64_MAX, since + 1, _U64_MAX, _INODE_ITEM_KEY,
+                              _INODE_ITEM_KEY, 4096, 0, 0, 0, 0, 0)
+        fcntl.ioctl(fd, _IOC_TREE_SEARCH, buf)
+        count = _SEARCH_KEY.unpack_from(buf, 0)[9]
+        if count == 0:
+            return found
+        pos = _SEARCH_KEY.size
+        objectid = min_objectid
+        for _ in range(count):
+            _t, objectid, _off, kind, length = _SEARCH_HEADER.unpack_from(buf, pos)
+            pos += _SEARCH_HEADER.size
+            if kind == _INODE_ITEM_KEY and length >= 56:
+                # btrfs_inode_item: generation, transid, size, nbytes, block_group (u64),
+                # nlink, uid, gid, mode (u32): transid at 8, mode at 52
+                transid = struct.unpack_from("=Q", buf, pos + 8)[0]
+                if transid > since:
+                    found[objectid] = struct.unpack_from("=I", buf, pos + 52)[0]
+            pos += length
+        if objectid >= _LAST_FREE_OBJECTID:
+            return found
+        min_objectid = objectid + 1

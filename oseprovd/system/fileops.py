@@ -207,6 +207,15 @@ def fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)
 
 
+def syncfs(fd: int) -> None:
+    """Write out everything of the filesystem that `fd` is on (syncfs(2); Python's os
+    has no wrapper): one call makes many new files durable, where an fsync each would
+    pay a journal or log commit per file."""
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs: {os.strerror(err)}")
+
+
 # -- file handles: reach an inode again later without a path (hard links) ---------------
 
 _AT_EMPTY_PATH = 0x1000

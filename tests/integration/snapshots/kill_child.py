@@ -2,8 +2,9 @@
 
 argv[1] is a JSON spec: {"configs": [...], "db": ..., "journal": ..., "snapshot": ...,
 "kill_at": N, "when": "before" | "after", "undo": null | [paths]}: die just before
-(or just after) writing the N-th journal entry, i.e. at a step boundary, like a daemon
-killed there.
+(or just after) writing the N-th journal entry (records and notes alike), i.e. at a step
+boundary, like a daemon killed there. With "kill_rename": N (and kill_at 0) it dies
+instead just before the N-th rename(2), i.e. inside an undo's batch of renames.
 """
 
 from __future__ import annotations
@@ -31,12 +32,33 @@ class KillingJournal:
         self.n = 0
 
     def record(self, step: str, data: dict[str, Any]) -> None:
+        self._step(lambda: self.inner.record(step, data))
+
+    def note(self, step: str, data: dict[str, Any]) -> None:
+        self._step(lambda: self.inner.note(step, data))
+
+    def _step(self, write: Any) -> None:
         self.n += 1
         if self.n == self.kill_at and self.when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
-        self.inner.record(step, data)
+        write()
         if self.n == self.kill_at and self.when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_at_rename(n: int) -> None:
+    """SIGKILL this process just before its n-th os.rename."""
+    real = os.rename
+    count = 0
+
+    def rename(*args: Any, **kwargs: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(*args, **kwargs)
+
+    os.rename = rename  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -52,6 +74,8 @@ def main() -> None:
 
         engine.recover(read_journal(spec["journal"]))
     elif spec.get("undo") is not None:
+        if spec.get("kill_rename"):
+            kill_at_rename(int(spec["kill_rename"]))
         engine.undo(spec["snapshot"], spec["undo"])
     else:
         engine.rollback(spec["snapshot"])

@@ -339,3 +339,85 @@ def test_free_space_limit_deletes_oldest_until_free(btrfs: Rig) -> None:
     left = {r.id for r in btrfs.engine.list_snapshots("data")}
     assert left == set(ids[2:])
     assert not [s for s in _subvolumes(btrfs.mnt) if s.split("/")[-1] in result.deleted]
+
+
+def _wide_tree(root: Path) -> list[str]:
+    """40 directories three levels deep, 32 files each; returns the directories."""
+    dirs = []
+    for a in range(4):
+        for b in range(10):
+            d = root / f"a{a}" / f"b{b}" / "c"
+            d.mkdir(parents=True)
+            (d / "one").write_bytes(b"1" * (a * 10 + b))
+            (d / "two").write_bytes(b"2")
+            for k in range(30):
+                (d / f"p{k}").write_bytes(b"")
+            dirs.append(str(d.relative_to(root)))
+    return dirs
+
+
+def test_undo_whole_tree_walks_only_what_changed(btrfs: Rig,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo of "." against a snapshot of the live subvolume lists only the directories
+    that hold something written since the snapshot (btrfs tree search), and still
+    restores every kind of change deep down: content, mode, times, an xattr, a removed
+    and a created file, a renamed directory, a new hard link."""
+    _wide_tree(btrfs.live)
+    before = manifest(btrfs.live)
+    rec = btrfs.engine.create_snapshot("data", "before")
+    live = btrfs.live
+    (live / "a0/b1/c/one").write_bytes(b"changed")
+    os.chmod(live / "a1/b2/c/two", 0o600)
+    os.utime(live / "a2/b3/c/one", ns=(1, 1))
+    os.setxattr(live / "a3/b4/c", "user.k", b"v")
+    os.unlink(live / "a0/b5/c/two")
+    (live / "a1/b6/c/new").write_bytes(b"new")
+    os.rename(live / "a2/b7", live / "a2/b7-moved")
+    os.link(live / "a3/b8/c/one", live / "a3/b8/c/one-link")
+    assert changed_paths(before, manifest(live))
+    listed: list[object] = []
+    stats = 0
+    real_listdir, real_scandir, real_stat = os.listdir, os.scandir, os.stat
+
+    def listdir(path: object = ".") -> list[str]:
+        listed.append(path)
+        return real_listdir(path)  # type: ignore[arg-type]
+
+    def scandir(path: object = ".") -> object:
+        listed.append(path)
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    def counting_stat(*a: object, **k: object) -> os.stat_result:
+        nonlocal stats
+        stats += 1
+        return real_stat(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", counting_stat)
+    btrfs.engine.undo(rec.id, ["."])
+    monkeypatch.setattr(os, "listdir", real_listdir)
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    monkeypatch.setattr(os, "stat", real_stat)
+    assert differences(before, manifest(live)) == []
+    # 40 leaf directories, 4 + 40 above them: a full walk lists each on both sides
+    # (168); the changed ones are 8 leaves, their parents and grandparents
+    assert len(listed) < 100, len(listed)
+    # and in the directories it lists, what kept its inode unwritten is not stat'ed
+    # (the 8 changed leaves hold 8 x 30 untouched files: stat'ed, that is 480 more)
+    assert stats < 300, stats
+
+
+def test_undo_from_a_snapshot_of_another_subvolume_walks_everything(btrfs: Rig) -> None:
+    """After a rollback the live subvolume is a copy of the snapshot: the snapshot kept
+    of the old live tree is not a snapshot of this one, so its generations say nothing
+    here and undo from it compares everything."""
+    _wide_tree(btrfs.live)
+    rec = btrfs.engine.create_snapshot("data", "first")
+    (btrfs.live / "a0/b0/c/one").write_bytes(b"after first")
+    second = manifest(btrfs.live)
+    btrfs.engine.rollback(rec.id)  # what was live is kept as a snapshot
+    previous = [r for r in btrfs.engine.list_snapshots("data") if r.id != rec.id][-1]
+    assert (btrfs.live / "a0/b0/c/one").read_bytes() == b"1" * 0
+    btrfs.engine.undo(previous.id, ["."])
+    assert differences(second, manifest(btrfs.live)) == []

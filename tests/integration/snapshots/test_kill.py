@@ -29,10 +29,11 @@ CHILD = Path(__file__).with_name("kill_child.py")
 def _run_child(configs: list[SnapshotConfig], db: Path, journal: Path, snapshot: str,
                kill_at: int, when: str,
                undo: list[str] | None = None,
-               recover: bool = False) -> subprocess.CompletedProcess[str]:
+               recover: bool = False,
+               kill_rename: int = 0) -> subprocess.CompletedProcess[str]:
     spec = {"configs": [c.model_dump(mode="json") for c in configs], "db": str(db),
             "journal": str(journal), "snapshot": snapshot, "kill_at": kill_at,
-            "when": when, "undo": undo, "recover": recover}
+            "when": when, "undo": undo, "recover": recover, "kill_rename": kill_rename}
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, str(CHILD), json.dumps(spec)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
@@ -170,15 +171,15 @@ def test_btrfs_undo_killed_anywhere(tmp_path: Path) -> None:
             rec = engine.create_snapshot(name)
             oddtree.change(cfg.path)
             after = manifest(cfg.path)
-            # undo.begin, one entry per path, undo.done
-            kill_at = rng.randint(1, len(paths) + 2) if i else 1
+            # undo.begin, one note per path, the batch's commit note, undo.done
+            kill_at = rng.randint(1, len(paths) + 3) if i else 1
             when = rng.choice(["before", "after"]) if i else "before"
             order = rng.sample(paths, len(paths))
             child = _run_child([cfg], db, journal.path, rec.id, kill_at, when, undo=order)
             assert child.returncode in (0, -9), child.stderr
             if i % 2:  # the daemon is killed again while recovering
                 again = _run_child([cfg], db, journal.path, rec.id,
-                                   rng.randint(1, len(paths) + 2),
+                                   rng.randint(1, len(paths) + 3),
                                    rng.choice(["before", "after"]), recover=True)
                 assert again.returncode in (0, -9), again.stderr
             engine2, *_ = make_engine(tmp_path, [cfg], tag=name)
@@ -187,3 +188,35 @@ def test_btrfs_undo_killed_anywhere(tmp_path: Path) -> None:
             expected = after if (kill_at, when) == (1, "before") else before
             assert differences(expected, manifest(cfg.path)) == [], f"run {i} at {kill_at}"
             assert not list(cfg.path.rglob(".ose-tmp-*"))
+
+
+def test_btrfs_undo_killed_inside_its_renames(tmp_path: Path) -> None:
+    """An undo holds its renames back until its temps are durable, then renames them all:
+    killed between two of those renames, recovery still finishes it."""
+    rng = random.Random(int(os.environ.get("OSE_KILL_SEED", "4")))
+    paths = ["plain.txt", "sub dir", os.fsdecode(oddtree.ODD), "created dir", "."]
+    killed = 0
+    with loop_fs(tmp_path, "btrfs") as mnt:
+        for i, nth in enumerate([1, 2, 3, *rng.sample(range(4, 16), 3)]):
+            name = f"r{i}"
+            btrfs_cli("subvolume", "create", "--", str(mnt / name))
+            cfg = SnapshotConfig(name=name, backend="btrfs", path=mnt / name,
+                                 snapshot_dir=mnt / f".snap-{name}")
+            engine, journal, _, db = make_engine(tmp_path, [cfg], tag=name)
+            oddtree.build(cfg.path)
+            before = manifest(cfg.path)
+            rec = engine.create_snapshot(name)
+            oddtree.change(cfg.path)
+            child = _run_child([cfg], db, journal.path, rec.id, 0, "before",
+                               undo=rng.sample(paths, len(paths)), kill_rename=nth)
+            assert child.returncode in (0, -9), child.stderr
+            killed += child.returncode == -9
+            steps = [s for s, _ in read_journal(journal.path)]
+            if child.returncode == -9:  # killed inside the batch: after its commit note
+                assert steps[-1] == "btrfs.undo.commit", steps
+            engine2, *_ = make_engine(tmp_path, [cfg], tag=name)
+            outcomes = engine2.recover(read_journal(journal.path))
+            assert [o.outcome for o in outcomes] == (["finished"] if child.returncode else [])
+            assert differences(before, manifest(cfg.path)) == [], f"run {i}, rename {nth}"
+            assert not list(cfg.path.rglob(".ose-tmp-*"))
+    assert killed >= 3  # the kills did land inside batches
