@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from osectl.client import Client
-from osectl.errors import EXIT_FAILED, CliError
+from osectl.errors import from_job
 from osectl.render import Output
 
 
@@ -23,12 +23,11 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 def follow_job(ctx: Ctx, path: str, label: str) -> dict[str, Any]:
     """Follow a job to its end with a progress bar; its Result. A job that did not
-    succeed is an error carrying the job's own error name (exit status 1)."""
+    succeed is an error carrying the job's own error name and its exit status."""
     job_id = int(path.rsplit("/", 1)[1])
     last = ctx.out.progress(ctx.client.watch_job(job_id), label)
     if last.get("State") != "succeeded":
         name, message = last.get("Error") or ["", ""]
-        raise CliError(f"org.ose.Error.{name or 'Failed'}",
-                       f"{label} {last.get('State', 'failed')}: {message}", EXIT_FAILED)
+        raise from_job(name, f"{label} {last.get('State', 'failed')}: {message}")
     result: dict[str, Any] = last.get("Result", {})
     return result

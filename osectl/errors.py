@@ -47,6 +47,23 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+# A job's Error carries the short name of the domain error; these two are the standard
+# freedesktop names on the bus, the rest are org.ose.Error.<name>.
+_JOB_STANDARD = {
+    "InvalidArgs": "org.freedesktop.DBus.Error.InvalidArgs",
+    "AccessDenied": ACCESS_DENIED,
+}
+
+
+def from_job(short_name: str, message: str) -> CliError:
+    """The error of a job that did not succeed, with the exit status its kind has when
+    a call fails the same way (not found: 3, bad arguments: 2, ...), else 1."""
+    short = short_name or "Failed"
+    name = _JOB_STANDARD.get(short, f"org.ose.Error.{short}")
+    code, _ = _BY_NAME.get(name, (EXIT_FAILED, None))
+    return CliError(name, message, code)
+
+
 def from_dbus(name: str, message: str) -> CliError:
     code, text = _BY_NAME.get(name, (EXIT_FAILED, None))
     return CliError(name, text or message or name, code)
