@@ -216,11 +216,7 @@ class BtrfsBackend:
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
         """Remove temp entries a killed undo left next to the paths it restored."""
-        live = self._open_live(config)
-        try:
-            treesync.remove_undo_leftovers(live, op, paths)
-        finally:
-            os.close(live)
+        treesync.remove_undo_leftovers(lambda: self._open_live(config), op, paths)
 
     # -- rollback ----------------------------------------------------------------------
 

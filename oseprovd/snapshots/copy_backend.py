@@ -512,11 +512,7 @@ class CopyBackend:
         return self._restore(config, record, paths, op, journal)
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
-        live = self._open_live(config)
-        try:
-            treesync.remove_undo_leftovers(live, op, paths)
-        finally:
-            os.close(live)
+        treesync.remove_undo_leftovers(lambda: self._open_live(config), op, paths)
 
     def rollback(self, config: SnapshotConfig, record: SnapshotRecord, op: str,
                  journal: Journal, previous_id: str) -> RollbackResult:

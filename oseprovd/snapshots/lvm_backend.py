@@ -224,11 +224,7 @@ class LvmBackend:
                                   record, paths, op, journal, "lvm.undo.path")
 
     def cleanup_undo(self, config: SnapshotConfig, op: str, paths: Sequence[str]) -> None:
-        live = self._open_live(config)
-        try:
-            treesync.remove_undo_leftovers(live, op, paths)
-        finally:
-            os.close(live)
+        treesync.remove_undo_leftovers(lambda: self._open_live(config), op, paths)
 
     # -- rollback --------------------------------------------------------------------
 

@@ -604,9 +604,17 @@ def _keep_times(dir_fd: int, before: tuple[int, int]) -> Callable[[], None]:
     return restore
 
 
-def remove_undo_leftovers(live: int, op: str, paths: Sequence[str]) -> None:
+def remove_undo_leftovers(open_live: Callable[[], int], op: str, paths: Sequence[str]) -> None:
     """Remove the temp entries a killed undo `op` left next to the paths it restored
-    (every backend's undo writes them the same way)."""
+    (every backend's undo writes them the same way); `open_live` opens the live tree."""
+    live = open_live()
+    try:
+        _remove_undo_leftovers(live, op, paths)
+    finally:
+        os.close(live)
+
+
+def _remove_undo_leftovers(live: int, op: str, paths: Sequence[str]) -> None:
     dev = os.fstat(live).st_dev
     for p in paths:
         parts = split_rel(p) if p else ()

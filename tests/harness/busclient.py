@@ -155,3 +155,35 @@ def wait_for_name_sync(
             bus.disconnect()
 
     run_sync(go)
+
+
+OSE_NAME = "org.ose.Provisioning1"
+
+
+def call_daemon(address: str, path: str, interface: str, member: str, signature: str = "",
+                *body: Any, timeout: float = 60.0) -> list[Any]:
+    """One call to the daemon on its own connection, from sync test code: the reply's
+    body (an error reply raises BusError). The connection goes with the call, as a CLI
+    client's would, so anything tied to the caller (a browse mount) is released."""
+    async def go() -> list[Any]:
+        bus = await connect(address)
+        try:
+            return await call(bus, OSE_NAME, path, interface, member, signature, body,
+                              timeout=timeout)
+        finally:
+            bus.disconnect()
+    return run_sync(go)
+
+
+def single(reply: list[Any]) -> Any:
+    """A reply body as the value it holds when it holds one, else the list."""
+    return reply[0] if len(reply) == 1 else reply
+
+
+def error_of(fn: Callable[..., Any], *args: Any) -> str:
+    """The D-Bus error name `fn(*args)` fails with, or "ok"."""
+    try:
+        fn(*args)
+    except BusError as e:
+        return e.name
+    return "ok"

@@ -19,7 +19,7 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 
 from oseprovd.bus.convert import unwrap
-from tests.harness.busclient import BusError, call, connect
+from tests.harness.busclient import BusError, call, call_daemon, connect
 from tests.harness.components import REPO_ROOT
 from tests.harness.users import call_as
 from tests.unit.discovery.helpers import dmi_tree, require_tool, run_tool, steady, write
@@ -42,14 +42,8 @@ DMI = {"sys_vendor": "Dell Inc.", "product_name": "PowerEdge R650", "board_vendo
 
 def dcall(address: str, member: str, sig: str = "", *body: Any) -> Any:
     """Call Discovery1 as the current process; the reply's first value as plain data."""
-    async def go() -> Any:
-        bus = await connect(address)
-        try:
-            out = await call(bus, NAME, *DISCOVERY, member, sig, body, timeout=120)
-            return unwrap(out[0]) if out else None
-        finally:
-            bus.disconnect()
-    return asyncio.run(go())
+    out = call_daemon(address, *DISCOVERY, member, sig, *body, timeout=120)
+    return unwrap(out[0]) if out else None
 
 
 def wait_job(address: str, path: str, limit: float = 60) -> tuple[str, dict[str, Any], Any]:

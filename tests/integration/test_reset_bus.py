@@ -20,7 +20,7 @@ from dbus_fast import Variant
 
 from oseprovd.bus.convert import unwrap
 from tests.harness import treemanifest
-from tests.harness.busclient import BusError, call, connect
+from tests.harness.busclient import BusError, call, call_daemon, connect, error_of, single
 from tests.harness.components import REPO_ROOT
 from tests.harness.daemon import DaemonProcess
 from tests.harness.users import call_as
@@ -62,22 +62,8 @@ def rig(ose_daemon) -> Iterator[Rig]:  # type: ignore[no-untyped-def]
 
 
 def rcall(address: str, member: str, sig: str = "", *body: Any) -> Any:
-    async def go() -> Any:
-        bus = await connect(address)
-        try:
-            out = await call(bus, NAME, *RESET, member, sig, body, timeout=60)
-            return out[0] if len(out) == 1 else out
-        finally:
-            bus.disconnect()
-    return asyncio.run(go())
+    return single(call_daemon(address, *RESET, member, sig, *body))
 
-
-def error_of(fn: Any, *args: Any) -> str:
-    try:
-        fn(*args)
-    except BusError as e:
-        return e.name
-    return "ok"
 
 
 def wait_job(address: str, path: str, timeout: float = 90) -> tuple[str, dict[str, Any], Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dbus_fast import Variant
 
-from tests.harness.busclient import BusError, call, connect
+from tests.harness.busclient import BusError, call, call_daemon, connect
 from tests.harness.users import call_as
 from tests.unit.tuning.sandbox import PROC
 
@@ -44,13 +44,7 @@ def tuned(ose_daemon):  # type: ignore[no-untyped-def]
 
 
 def tcall(address, member, sig="", *body):  # type: ignore[no-untyped-def]
-    async def go():  # type: ignore[no-untyped-def]
-        bus = await connect(address)
-        try:
-            return await call(bus, NAME, *TUNING, member, sig, body, timeout=60)
-        finally:
-            bus.disconnect()
-    return asyncio.run(go())
+    return call_daemon(address, *TUNING, member, sig, *body)
 
 
 def prop(address, name):  # type: ignore[no-untyped-def]

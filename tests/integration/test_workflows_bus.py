@@ -5,7 +5,6 @@ back. The truth is what the test planted and a manifest the test takes."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from dbus_fast import Variant
 
 from oseprovd.bus.convert import unwrap
-from tests.harness.busclient import BusError, call, connect
+from tests.harness.busclient import BusError, call_daemon, single
 from tests.harness.daemon import DaemonProcess
 from tests.harness.users import call_as
 from tests.integration.test_reset_bus import last_json, manifest, osectl, wait_job
@@ -69,14 +68,7 @@ def rig(ose_daemon) -> Iterator[tuple[DaemonProcess, LivedIn, Path]]:  # type: i
 
 
 def wcall(address: str, member: str, sig: str = "", *body: Any) -> Any:
-    async def go() -> Any:
-        bus = await connect(address)
-        try:
-            out = await call(bus, NAME, *WORKFLOWS, member, sig, body, timeout=60)
-            return out[0] if len(out) == 1 else out
-        finally:
-            bus.disconnect()
-    return asyncio.run(go())
+    return single(call_daemon(address, *WORKFLOWS, member, sig, *body))
 
 
 def client(address: str) -> Any:
