@@ -1,9 +1,15 @@
 """The tuning engine: plan, apply, verify, revert, recover, recommend, hold.
 
-Every original value is recorded in the journal (fsynced) before its knob is written, so
-a process killed at any point can be rolled back by recover(). After each finished
-operation the journal is compacted to one "state" entry: the active profile, its targets
-and the originals still to restore.
+Every original value is in the journal (fsynced) before its knob is written, so a
+process killed at any point can be rolled back by recover(). An apply journals its whole
+plan at once: one "apply-begin" record with the original of every knob it is about to
+change (after a switch has put the old profile's leftovers back, those originals come in
+one "originals" record), then it writes, then one "apply-commit" record. A revert is
+"revert-begin", the restores, "revert-commit". Nothing is journaled per knob: rolling
+back restores every saved original, and restoring one that was never changed, or was
+already put back, writes nothing (or the same bytes again), so the result is exact
+wherever the process died. The journal is compacted to one "state" entry (the active
+profile, its targets and the originals still to restore) when it grows large.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from oseprovd.tuning.roots import TuningRoots
 DEFAULT_PROFILE = "balanced"
 MAX_HOLDS = 64
 NO_SYSCTL_APPLIES = "no sysctl value of this profile applies on this machine"
+# Compact the journal to one state entry beyond this size: some 50 switches.
+COMPACT_AT = 192 << 10
 
 
 @dataclass
@@ -64,14 +72,19 @@ def replay(entries: list[tuple[str, dict[str, Any]]]) -> TuningState:
             )
         elif step == "apply-begin":
             st.pending, st.pending_profile = "apply", data.get("profile")
-        elif step == "original":
+            _add_originals(st, data.get("originals", []))
+        elif step == "originals":
+            _add_originals(st, data["originals"])
+        elif step == "original":  # one per knob, from before the plan was one record
             st.originals.setdefault(data["knob"], data["saved"])
         elif step == "apply-commit":
             st.active, st.targets = data["profile"], dict(data["targets"])
             st.pending = st.pending_profile = None
+            for knob_id in data.get("dropped", []):
+                st.originals.pop(knob_id, None)
         elif step == "revert-begin":
             st.pending, st.pending_profile = "revert", st.active
-        elif step == "restored":
+        elif step == "restored":  # one per knob, from before commits listed them
             st.originals.pop(data["knob"], None)
             st.targets.pop(data["knob"], None)
         elif step in ("revert-commit", "revert-partial"):
@@ -79,7 +92,17 @@ def replay(entries: list[tuple[str, dict[str, Any]]]) -> TuningState:
             st.pending = st.pending_profile = None
             if step == "revert-commit":
                 st.originals = {}
+            for knob_id in data.get("restored", []):
+                st.originals.pop(knob_id, None)
     return st
+
+
+def _add_originals(st: TuningState, pairs: list[list[Any]]) -> None:
+    """Originals taken in capture order, last (as the engine holds them: a leftover put
+    back and taken again moves to the end; restores go in reverse order)."""
+    for knob_id, saved in pairs:
+        st.originals.pop(knob_id, None)
+        st.originals[knob_id] = saved
 
 
 def snapshot(st: TuningState) -> list[tuple[str, dict[str, Any]]]:
@@ -145,10 +168,10 @@ class TuningEngine:
                            includes=self.catalog.includes(name), priority=p.meta.priority)
 
     def plan(self, profile: str, facts: MachineFacts, skip_power: bool = False) -> Plan:
-        return self._plan(profile, facts, skip_power)[0]
+        return self._plan(profile, facts, skip_power, self.state().active)[0]
 
     def _plan(
-        self, profile: str, facts: MachineFacts, skip_power: bool
+        self, profile: str, facts: MachineFacts, skip_power: bool, previous: str | None
     ) -> tuple[Plan, list[Setting], list[str]]:
         check_name(profile)
         settings = self.knobs.expand(profile, self.catalog.resolve(profile, facts))
@@ -165,7 +188,6 @@ class TuningEngine:
                                                "reason": NO_SYSCTL_APPLIES})
             settings.append(file)
             items.append(item)
-        previous = self.state().active
         plan = Plan(profile=profile, items=items, digest=_digest(items),
                     previous_profile=previous if previous != profile else None)
         return plan, settings, blocked
@@ -250,9 +272,11 @@ class TuningEngine:
         skip_power: bool,
         expected_digest: str | None,
     ) -> ApplyResult:
-        if not dry_run and self.state().pending:
-            self._recover()
-        plan, settings, blocked = self._plan(profile, facts, skip_power)
+        st = self.state()
+        if not dry_run and st.pending:
+            self._recover(st)
+            st = self.state()
+        plan, settings, blocked = self._plan(profile, facts, skip_power, st.active)
         if dry_run:
             return ApplyResult(profile=profile, dry_run=True, plan=plan)
         if blocked:
@@ -260,7 +284,6 @@ class TuningEngine:
         if expected_digest is not None and expected_digest != plan.digest:
             raise errors.InvalidArguments(
                 "the machine changed since this plan was shown; preview it again")
-        st = self.state()
         reverted: str | None = None
         if st.originals and st.active != profile and facts.power_managers:
             # Another power manager is active: revert the old profile fully first, so
@@ -272,7 +295,7 @@ class TuningEngine:
                     f"could not revert profile {st.active} before switching; "
                     "see Verify and try Revert again")
             reverted, st = st.active, self.state()
-            plan, settings, blocked = self._plan(profile, facts, skip_power)
+            plan, settings, blocked = self._plan(profile, facts, skip_power, st.active)
             if blocked:
                 raise _power_refusal(facts, blocked, reverted)
         elif st.active is not None and st.active != profile:
@@ -280,7 +303,9 @@ class TuningEngine:
 
         txn = uuid.uuid4().hex
         targets = {i.knob: i.target for i in plan.items if i.applicable}
-        self.journal.record("apply-begin", {"txn": txn, "profile": profile, "targets": targets})
+        work = zip(settings, plan.items, strict=True)
+        pairs = [(s, i) for s, i in work if i.applicable]
+        had = list(st.originals)
         # A switch leaves nothing of the old profile: a knob the new one does not set, or
         # sets to another value, goes back to its original first (undoing side effects
         # such as a loaded module). A knob both set alike is left as it is, keeping the
@@ -291,26 +316,66 @@ class TuningEngine:
         leftovers = [k for k in reversed(st.originals)
                      if k not in targets or (st.targets.get(k, targets[k]) != targets[k]
                                              and self._restores_first(k))]
-        for knob_id in leftovers:
-            if self._restore_one(knob_id, st.originals[knob_id])[0] != "failed":
-                del st.originals[knob_id]
-                self.journal.record("restored", {"txn": txn, "knob": knob_id})
-            elif reverted is not None:
-                raise errors.OseError(
-                    f"could not restore {knob_id} of profile {reverted} before switching; "
-                    "see Verify and try Revert again")
+        begin = {"txn": txn, "profile": profile, "targets": targets}
+        if leftovers:
+            # The originals of what the new profile changes are read once the old one's
+            # leftovers are back (a restore can move a coupled value), so they come in a
+            # second record.
+            self.journal.record("apply-begin", begin)
+            for knob_id in leftovers:
+                if self._restore_one(knob_id, st.originals[knob_id])[0] != "failed":
+                    del st.originals[knob_id]
+                elif reverted is not None:
+                    raise errors.OseError(
+                        f"could not restore {knob_id} of profile {reverted} before "
+                        "switching; see Verify and try Revert again")
+            befores, fresh = self._capture(pairs, st)
+            if fresh:
+                self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
+        else:
+            befores, fresh = self._capture(pairs, st)
+            self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
+        st.originals.update(fresh)
         outcomes: list[KnobOutcome] = []
         for setting, planned in zip(settings, plan.items, strict=True):
             s, i = setting, planned
             if s.knob.id == sysctlfile.KNOB_ID and i.applicable:
-                s, i = self._sysctl_file_took(txn, profile, s, i, outcomes, targets, st)
-            outcomes.append(self._apply_one(txn, s, i, st))
-        self.journal.record("apply-commit", {"txn": txn, "profile": profile, "targets": targets})
-        self.journal.replace(snapshot(self.state()))
+                s, i = self._sysctl_file_took(profile, s, i, outcomes, targets, st)
+            outcomes.append(self._apply_one(txn, s, i, st, befores, fresh))
+        dropped = sorted(set(had).union(fresh).difference(st.originals))
+        self.journal.record("apply-commit", {"txn": txn, "profile": profile,
+                                             "targets": targets, "dropped": dropped})
+        self._compact(st, profile, targets)
         return ApplyResult(profile=profile, dry_run=False, plan=plan, outcomes=outcomes,
                            reverted_previous=reverted,
                            complete=all(o.status in ("changed", "unchanged", "not-applicable")
                                         for o in outcomes))
+
+    def _capture(
+        self, pairs: list[tuple[Setting, PlanItem]], st: TuningState
+    ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
+        """Before anything is written: the current value of each knob that will change,
+        and the original of each that no profile changed yet. The sysctl.d file's text
+        is only known once the sysctl values were written: its original is taken now if
+        the planned text differs from the file."""
+        befores: dict[str, str | None] = {}
+        fresh: dict[str, dict[str, Any]] = {}
+        for s, _ in pairs:
+            before = s.knob.read()
+            if s.knob.same(before, s.target):
+                continue
+            if s.knob.id != sysctlfile.KNOB_ID:
+                befores[s.knob.id] = before
+            if s.knob.id not in st.originals:
+                fresh[s.knob.id] = s.knob.capture()
+        return befores, fresh
+
+    def _compact(self, st: TuningState, profile: str | None, targets: dict[str, str]) -> None:
+        """Replace the journal by one state entry once it has grown: appends are one
+        fsync each, a replacement two."""
+        if self.journal.size() > COMPACT_AT:
+            self.journal.replace(snapshot(TuningState(active=profile, targets=targets,
+                                                      originals=st.originals)))
 
     def _restores_first(self, knob_id: str) -> bool:
         """Whether a switch puts this knob's original back before writing the new value
@@ -322,7 +387,6 @@ class TuningEngine:
 
     def _sysctl_file_took(
         self,
-        txn: str,
         profile: str,
         s: Setting,
         item: PlanItem,
@@ -339,40 +403,52 @@ class TuningEngine:
             targets[s.knob.id] = text
             return Setting(s.knob, text, s.source), item.model_copy(update={"target": text})
         del targets[s.knob.id]
-        # An original kept for a switch: the old profile's file must go now.
+        # An original kept for a switch: the old profile's file must go now. (One taken
+        # in this apply is dropped at the commit: the file was not touched.)
         if (s.knob.id in st.originals
                 and self._restore_one(s.knob.id, st.originals[s.knob.id])[0] != "failed"):
-                del st.originals[s.knob.id]
-                self.journal.record("restored", {"txn": txn, "knob": s.knob.id})
+            del st.originals[s.knob.id]
         return s, item.model_copy(update={"applicable": False, "change": False,
                                           "reason": "no sysctl value took"})
 
-    def _apply_one(self, txn: str, s: Setting, item: PlanItem, st: TuningState) -> KnobOutcome:
+    def _apply_one(
+        self,
+        txn: str,
+        s: Setting,
+        item: PlanItem,
+        st: TuningState,
+        befores: dict[str, str | None],
+        fresh: dict[str, dict[str, Any]],
+    ) -> KnobOutcome:
         knob = s.knob
         if not item.applicable:
             return KnobOutcome(knob=knob.id, target=s.target, before=item.current,
                                after=item.current, status="not-applicable", detail=item.reason)
-        before = knob.read()
-        if knob.same(before, s.target):
-            return KnobOutcome(knob=knob.id, target=s.target, before=before, after=before,
-                               status="unchanged")
-        if knob.id not in st.originals:
-            saved = knob.capture()
-            self.journal.record("original", {"txn": txn, "knob": knob.id, "saved": saved})
-            st.originals[knob.id] = saved
+        if knob.id in befores:
+            before = befores[knob.id]  # read just before the plan was journaled
+        else:
+            # Found at its target then; read again, as writing another knob may have
+            # moved it (and the sysctl.d file's text was only known now).
+            before = knob.read()
+            if knob.same(before, s.target):
+                if knob.id in fresh:
+                    del st.originals[knob.id]  # not touched: dropped at the commit
+                return KnobOutcome(knob=knob.id, target=s.target, before=before,
+                                   after=before, status="unchanged")
+            if knob.id not in st.originals:
+                saved = knob.capture()
+                self.journal.record("originals", {"txn": txn, "originals": [[knob.id, saved]]})
+                st.originals[knob.id] = saved
         try:
             knob.write(s.target)
         except OSError as e:
-            self.journal.record("written", {"txn": txn, "knob": knob.id, "took": False})
             return KnobOutcome(knob=knob.id, target=s.target, before=before, after=knob.read(),
                                status="failed", detail=f"the kernel refused it: {e.strerror}")
         except errors.OseError as e:
-            self.journal.record("written", {"txn": txn, "knob": knob.id, "took": False})
             return KnobOutcome(knob=knob.id, target=s.target, before=before, after=knob.read(),
                                status="failed", detail=str(e))
         after = knob.read()
         took = knob.same(after, s.target)
-        self.journal.record("written", {"txn": txn, "knob": knob.id, "took": took})
         return KnobOutcome(knob=knob.id, target=s.target, before=before, after=after,
                            status="changed" if took else "did-not-take",
                            detail="" if took else "read back a different value")
@@ -404,14 +480,16 @@ class TuningEngine:
                                                    status=status, detail=detail)
                 if ok:
                     failed.pop(knob_id, None)
-                    self.journal.record("restored", {"txn": txn, "knob": knob_id})
                 else:
                     failed[knob_id] = detail
             if not failed:
                 break
         complete = not failed
-        self.journal.record("revert-commit" if complete else "revert-partial", {"txn": txn})
-        self.journal.replace(snapshot(self.state()))
+        restored = sorted(k for k in outcomes if k not in failed)
+        self.journal.record("revert-commit" if complete else "revert-partial",
+                            {"txn": txn, "restored": restored})
+        self._compact(TuningState(originals={k: v for k, v in st.originals.items()
+                                             if k in failed}), None, {})
         return RevertResult(profile=st.active, outcomes=list(outcomes.values()),
                             complete=complete)
 
@@ -436,10 +514,9 @@ class TuningEngine:
     def recover(self) -> RecoveryResult:
         """At start: roll back an apply that did not finish, or finish a revert."""
         with self._lock:
-            return self._recover()
+            return self._recover(self.state())
 
-    def _recover(self) -> RecoveryResult:
-        st = self.state()
+    def _recover(self, st: TuningState) -> RecoveryResult:
         if st.pending is None:
             return RecoveryResult(action="none", profile=st.active)
         action = "rolled-back" if st.pending == "apply" else "finished-revert"

@@ -1,19 +1,27 @@
-"""Run one engine operation in a child process and SIGKILL it after the n-th journal record.
+"""Run one engine operation in a child process and SIGKILL it right after its n-th event.
 
     python -m tests.unit.tuning.crashrun BASE JOURNAL N OPERATION [PROFILE [EXTRA_DIR]]
 
-The kill comes right after a record reached the disk, i.e. at every point between two
-steps of the engine: before a write, after a write, before a commit, inside a revert.
+An event is any change the engine makes: a journal record or replacement, a write into
+/proc or /sys, a file written, replaced or removed under the root, a module loaded or
+unloaded. Killing after each one in turn covers every point between two changes: before
+the first knob is written, between two knobs, between a restore and the next write,
+before and after the commit. events() is also used in-process to list a twin run's
+events, so a test knows where each kill lands.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from oseprovd.system.rootfs import TargetRoot
 from oseprovd.tuning.engine import TuningEngine
 from oseprovd.tuning.facts import MachineFacts
 from oseprovd.tuning.journal import FileJournal
@@ -21,29 +29,59 @@ from oseprovd.tuning.profiles import ProfileCatalog
 
 from . import sandbox
 
+# (class, method, how the event is named from the call's first argument)
+HOOKED: list[tuple[type, str, Callable[[Any], str]]] = [
+    (FileJournal, "record", lambda step: f"record {step}"),
+    (FileJournal, "replace", lambda _: "replace journal"),
+    (sandbox.SandboxRoot, "write_existing", lambda rel: f"write {rel}"),
+    (TargetRoot, "atomic_write", lambda rel: f"file {rel}"),
+    (TargetRoot, "unlink", lambda rel: f"unlink {rel}"),
+    (sandbox.FakeLoader, "load", lambda module: f"load {module}"),
+    (sandbox.FakeLoader, "unload", lambda module: f"unload {module}"),
+]
 
-class CrashingJournal(FileJournal):
-    def __init__(self, path: Path, after: int) -> None:
-        super().__init__(path)
-        self.left = after
 
-    def record(self, step: str, data: dict[str, Any]) -> None:
-        super().record(step, data)
-        self.left -= 1
-        if self.left == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+@contextlib.contextmanager
+def events(on_event: Callable[[str], None]) -> Iterator[None]:
+    """Call on_event(name) right after each change made while inside (a change that
+    raised is no event: it did not happen)."""
+    saved = [(cls, name, getattr(cls, name)) for cls, name, _ in HOOKED]
+
+    def hook(orig: Callable[..., Any], label: Callable[[Any], str]) -> Callable[..., Any]:
+        @functools.wraps(orig)
+        def wrapper(self: object, first: Any, *args: Any, **kwargs: Any) -> Any:
+            result = orig(self, first, *args, **kwargs)
+            on_event(label(first))
+            return result
+        return wrapper
+
+    for (cls, name, label), (_, _, orig) in zip(HOOKED, saved, strict=True):
+        setattr(cls, name, hook(orig, label))
+    try:
+        yield
+    finally:
+        for cls, name, orig in saved:
+            setattr(cls, name, orig)
 
 
 def main() -> None:
     base, journal, n, op = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     roots = sandbox.roots(base)
     extra = Path(sys.argv[6]) if len(sys.argv) > 6 else None
-    engine = TuningEngine(roots, CrashingJournal(journal, n), ProfileCatalog(extra_dir=extra),
+    engine = TuningEngine(roots, FileJournal(journal), ProfileCatalog(extra_dir=extra),
                           sandbox.FakeLoader(roots.proc), disk_devices=["*"])
-    if op == "apply":
-        engine.apply(sys.argv[5], MachineFacts())
-    else:
-        engine.revert()
+    left = [n]
+
+    def count(_: str) -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    with events(count):
+        if op == "apply":
+            engine.apply(sys.argv[5], MachineFacts())
+        else:
+            engine.revert()
     print("finished")
 
 

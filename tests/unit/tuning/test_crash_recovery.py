@@ -1,6 +1,7 @@
 """Crash recovery: a child process applying (or reverting) a profile is SIGKILLed right
-after its n-th journal record; a fresh engine's recover() must bring the sandbox back to
-the original values, which the test reads from the files directly."""
+after its n-th event (a journal record, a knob written, a file replaced or removed, a
+module loaded: crashrun.py), for every n; a fresh engine's recover() must bring the
+sandbox back to the original values, which the test reads from the files directly."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 from oseprovd.tuning.facts import MachineFacts
 
 from .conftest import Machine
+from .crashrun import events
 
 WORKTREE = Path(__file__).resolve().parents[3]
+COMMIT = "record apply-commit"
 
 
 def run_child(m: Machine, n: int, op: str, profile: str = "") -> subprocess.CompletedProcess[str]:
@@ -29,73 +32,84 @@ def run_child(m: Machine, n: int, op: str, profile: str = "") -> subprocess.Comp
                           check=False)
 
 
-def records_of_a_full_apply(tmp_path: Path, profile: str, extra: Path | None = None) -> int:
-    m = Machine(tmp_path / "count", extra_profiles=extra, disk_devices=["*"])
-    m.engine.apply(profile, MachineFacts())
-    # begin + (original, written) per changed knob + commit; the journal is compacted
-    # after commit, so count from the outcome instead of reading it back.
-    result = m.new_engine().apply(profile, MachineFacts())  # idempotent: no writes
-    assert all(o.status != "changed" for o in result.outcomes)
-    m.engine.revert()
-    first = m.new_engine().apply(profile, MachineFacts())
-    return 2 + 2 * sum(o.status in ("changed", "did-not-take", "failed") for o in first.outcomes)
+def events_of(m: Machine, op: str, profile: str = "") -> list[str]:
+    """The events of one operation, in order, as the child will make them (counted on a
+    twin machine in the same state)."""
+    seen: list[str] = []
+    with events(seen.append):
+        if op == "apply":
+            m.engine.apply(profile, MachineFacts())
+        else:
+            m.engine.revert()
+    return seen
+
+
+def changes_machine(event: str) -> bool:
+    return not event.startswith(("record ", "replace "))
 
 
 @pytest.mark.slow
-def test_crash_at_several_points_of_apply_then_recover(tmp_path: Path):
-    total = records_of_a_full_apply(tmp_path, "server_production")
-    assert total > 20
-    points = sorted({1, 2, 3, 4, total // 2, total // 2 + 1, total - 1, total})
-    for n in points:
+def test_crash_after_every_event_of_apply_then_recover(tmp_path: Path):
+    seen = events_of(Machine(tmp_path / "count", disk_devices=["*"]), "apply",
+                     "server_production")
+    # The whole plan is journaled before the first change, and committed after the last.
+    assert seen[0] == "record apply-begin" and seen[-1] == COMMIT, seen
+    assert sum(map(changes_machine, seen)) > 10
+    assert [e for e in seen if e.startswith("record")] == ["record apply-begin", COMMIT]
+    for n in range(1, len(seen) + 1):
         m = Machine(tmp_path / f"apply-{n}", disk_devices=["*"])
         pristine = m.snapshot()
         child = run_child(m, n, "apply", "server_production")
         assert child.returncode == -signal.SIGKILL, (n, child.stdout, child.stderr)
-        if n < total:
-            assert m.snapshot() != pristine or n <= 2, n  # it had started writing
+        # The kill landed where the twin said: after the first change, the machine shows it.
+        assert (m.snapshot() != pristine) == any(map(changes_machine, seen[:n])), n
         recovery = m.new_engine().recover()
-        if n < total:
+        if n < len(seen):
             assert recovery.action == "rolled-back", n
             assert recovery.revert is not None and recovery.revert.complete
         else:  # killed after the commit: the apply stands, and reverts cleanly
             assert recovery.action == "none"
             assert m.new_engine().active_profile == "server_production"
             m.new_engine().revert()
-        assert m.snapshot() == pristine, f"crash after record {n} of {total}"
+        assert m.snapshot() == pristine, f"crash after event {n} of {len(seen)}: {seen[n - 1]}"
         assert m.new_engine().active_profile is None
 
 
 @pytest.mark.slow
 def test_crash_during_revert_and_during_a_switch(tmp_path: Path):
-    # Killed inside a revert: recover() finishes it.
-    m = Machine(tmp_path / "revert", disk_devices=["*"])
-    pristine = m.snapshot()
-    m.engine.apply("desktop_performance", MachineFacts())
-    child = run_child(m, 5, "revert")
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    assert m.new_engine().recover().action == "finished-revert"
-    assert m.snapshot() == pristine
+    # Killed inside a revert, after each of its events: recover() finishes it.
+    twin = Machine(tmp_path / "count-revert", disk_devices=["*"])
+    twin.engine.apply("desktop_performance", MachineFacts())
+    seen = events_of(twin, "revert")
+    assert seen[0] == "record revert-begin" and seen[-1] == "record revert-commit", seen
+    for n in range(1, len(seen)):
+        m = Machine(tmp_path / f"revert-{n}", disk_devices=["*"])
+        pristine = m.snapshot()
+        m.engine.apply("desktop_performance", MachineFacts())
+        child = run_child(m, n, "revert")
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        assert m.new_engine().recover().action == "finished-revert"
+        assert m.snapshot() == pristine, f"crash after event {n}: {seen[n - 1]}"
 
     # Killed while switching desktop -> server (while the old profile's leftovers are
     # restored, and while the new one is written): everything goes back to the original
-    # values. How many records a switch makes is counted on a twin machine.
-    probe = Machine(tmp_path / "probe", disk_devices=["*"])
-    probe.engine.apply("desktop_performance", MachineFacts())
-    records = []
-    record = probe.engine.journal.record
-    probe.engine.journal.record = lambda step, data: (records.append(step),  # type: ignore[method-assign]
-                                                      record(step, data))
-    probe.engine.apply("server_production", MachineFacts())
-    total = len(records)
-    assert records[0] == "apply-begin" and "restored" in records and total > 6
-    for n in sorted({1, 2, records.index("restored") + 1, total // 2, total - 2}):
+    # values.
+    twin = Machine(tmp_path / "count-switch", disk_devices=["*"])
+    twin.engine.apply("desktop_performance", MachineFacts())
+    seen = events_of(twin, "apply", "server_production")
+    records = [e for e in seen if e.startswith("record")]
+    assert records == ["record apply-begin", "record originals", COMMIT], seen
+    # Leftovers are restored between the two records, the new values written after both.
+    between = seen[1:seen.index("record originals")]
+    assert between and all(map(changes_machine, between)), seen
+    for n in range(1, len(seen)):
         m = Machine(tmp_path / f"switch-{n}", disk_devices=["*"])
         pristine = m.snapshot()
         m.engine.apply("desktop_performance", MachineFacts())
         child = run_child(m, n, "apply", "server_production")
         assert child.returncode == -signal.SIGKILL, child.stderr
-        assert m.new_engine().recover().action in ("rolled-back", "finished-revert")
-        assert m.snapshot() == pristine, n
+        assert m.new_engine().recover().action == "rolled-back"
+        assert m.snapshot() == pristine, f"crash after event {n}: {seen[n - 1]}"
 
 
 def test_torn_journal_tail_is_ignored(machine: Machine):
@@ -140,19 +154,25 @@ nproc = "unlimited"
 
 
 @pytest.mark.slow
-def test_every_knob_recovers_from_a_crash_at_every_third_step(tmp_path: Path, extra_dir: Path):
+def test_every_knob_recovers_from_a_crash_after_every_event(tmp_path: Path, extra_dir: Path):
     (extra_dir / "all_knobs.toml").write_text(ALL_KNOBS)
-    total = records_of_a_full_apply(tmp_path, "all_knobs", extra_dir)
     check = Machine(tmp_path / "check", extra_profiles=extra_dir, disk_devices=["*"])
+    pristine = check.snapshot()
+    seen = events_of(check, "apply", "all_knobs")
+    result = check.engine.apply("all_knobs", MachineFacts())  # again: nothing to do
+    assert all(o.status != "changed" for o in result.outcomes)
+    check.engine.revert()
+    assert check.snapshot() == pristine
     result = check.engine.apply("all_knobs", MachineFacts())
     changed = {o.knob.split(":")[0] for o in result.outcomes if o.status == "changed"}
     assert changed == {"cpu", "power", "memory", "disk", "sysctl", "limits", "sysctl.d"}, \
         result.outcomes
     assert result.complete and check.engine.verify().drifted == 0
-    for n in [*range(1, total, 3), total - 1]:  # total is the commit: covered above
+    assert "load tcp_bbr" in seen and seen[-1] == COMMIT, seen
+    for n in range(1, len(seen)):  # the last is the commit: covered above
         m = Machine(tmp_path / f"all-{n}", extra_profiles=extra_dir, disk_devices=["*"])
         pristine = m.snapshot()
         child = run_child(m, n, "apply", "all_knobs")
         assert child.returncode == -signal.SIGKILL, (n, child.stderr)
         assert m.new_engine().recover().action == "rolled-back"
-        assert m.snapshot() == pristine, f"crash after record {n} of {total}"
+        assert m.snapshot() == pristine, f"crash after event {n} of {len(seen)}: {seen[n - 1]}"
