@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -47,6 +48,26 @@ class TargetRoot:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).resolve()
+        self._local = threading.local()  # .dirs: the cache of cached_dirs(), per thread
+
+    @contextmanager
+    def cached_dirs(self) -> Iterator[None]:
+        """Within this block (in this thread only), each directory is resolved once and
+        its fd kept: many small reads and writes in a few deep directories (/proc/sys,
+        /sys/devices/...) then cost one open each, not one per path component. The
+        directories are the ones the first walk found, safely (same rules); a directory
+        replaced meanwhile is not seen, so use this for short operations only."""
+        if getattr(self._local, "dirs", None) is not None:
+            yield  # nested: the outer block owns the cache
+            return
+        dirs: dict[tuple[str, ...], int] = {}
+        self._local.dirs = dirs
+        try:
+            yield
+        finally:
+            self._local.dirs = None
+            for fd in dirs.values():
+                os.close(fd)
 
     def resolve_rel(self, rel: str) -> str:
         return "/".join(split_rel(rel))
@@ -59,6 +80,16 @@ class TargetRoot:
         return os.open(self.path, _DIR_FLAGS)
 
     def _walk_dirs(self, parts: tuple[str, ...], create: bool, mode: int) -> int:
+        dirs: dict[tuple[str, ...], int] | None = getattr(self._local, "dirs", None)
+        if dirs is not None:
+            cached = dirs.get(parts)
+            if cached is None:
+                cached = self._walk_dirs_uncached(parts, create, mode)
+                dirs[parts] = cached
+            return os.dup(cached)  # the caller closes its fd; the cache keeps its own
+        return self._walk_dirs_uncached(parts, create, mode)
+
+    def _walk_dirs_uncached(self, parts: tuple[str, ...], create: bool, mode: int) -> int:
         fd = self._open_root()
         try:
             for name in parts:

@@ -14,10 +14,12 @@ profile, its targets and the originals still to restore) when it grows large.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +152,13 @@ class TuningEngine:
         self._next_cookie = 1
         self._base: str | None = None  # what the user chose, restored when holds end
 
+    @contextlib.contextmanager
+    def _dirs(self) -> Iterator[None]:
+        """One operation's many knob reads and writes resolve each directory once."""
+        roots = self.knobs.roots
+        with roots.proc.cached_dirs(), roots.sys.cached_dirs(), roots.target.cached_dirs():
+            yield
+
     # ---- reading -------------------------------------------------------------------
 
     def state(self) -> TuningState:
@@ -168,7 +177,8 @@ class TuningEngine:
                            includes=self.catalog.includes(name), priority=p.meta.priority)
 
     def plan(self, profile: str, facts: MachineFacts, skip_power: bool = False) -> Plan:
-        return self._plan(profile, facts, skip_power, self.state().active)[0]
+        with self._dirs():
+            return self._plan(profile, facts, skip_power, self.state().active)[0]
 
     def _plan(
         self, profile: str, facts: MachineFacts, skip_power: bool, previous: str | None
@@ -215,6 +225,10 @@ class TuningEngine:
                         reason=reason, source=s.source)
 
     def verify(self) -> VerifyResult:
+        with self._dirs():
+            return self._verify()
+
+    def _verify(self) -> VerifyResult:
         st = self.state()
         items: list[DriftItem] = []
         for knob_id, target in st.targets.items():
@@ -257,7 +271,7 @@ class TuningEngine:
         expected_digest: str | None = None,
     ) -> ApplyResult:
         """Apply a profile (user's choice: this ends any holds)."""
-        with self._lock:
+        with self._lock, self._dirs():
             result = self._apply(profile, facts, dry_run, skip_power, expected_digest)
             if not dry_run:
                 self._holds.clear()
@@ -329,11 +343,11 @@ class TuningEngine:
                     raise errors.OseError(
                         f"could not restore {knob_id} of profile {reverted} before "
                         "switching; see Verify and try Revert again")
-            befores, fresh = self._capture(pairs, st)
+            befores, fresh = self._capture(pairs, st, read_again=True)
             if fresh:
                 self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
         else:
-            befores, fresh = self._capture(pairs, st)
+            befores, fresh = self._capture(pairs, st, read_again=False)
             self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
         st.originals.update(fresh)
         outcomes: list[KnobOutcome] = []
@@ -352,16 +366,17 @@ class TuningEngine:
                                         for o in outcomes))
 
     def _capture(
-        self, pairs: list[tuple[Setting, PlanItem]], st: TuningState
+        self, pairs: list[tuple[Setting, PlanItem]], st: TuningState, read_again: bool
     ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
         """Before anything is written: the current value of each knob that will change,
         and the original of each that no profile changed yet. The sysctl.d file's text
         is only known once the sysctl values were written: its original is taken now if
-        the planned text differs from the file."""
+        the planned text differs from the file. `read_again`: after restores, when the
+        values the plan read may have moved."""
         befores: dict[str, str | None] = {}
         fresh: dict[str, dict[str, Any]] = {}
-        for s, _ in pairs:
-            before = s.knob.read()
+        for s, item in pairs:
+            before = s.knob.read() if read_again else item.current
             if s.knob.same(before, s.target):
                 continue
             if s.knob.id != sysctlfile.KNOB_ID:
@@ -455,7 +470,7 @@ class TuningEngine:
 
     def revert(self) -> RevertResult:
         """Restore every original value, the exact bytes that were there."""
-        with self._lock:
+        with self._lock, self._dirs():
             self._holds.clear()
             self._base = None
             return self._revert(self.state())
@@ -513,7 +528,7 @@ class TuningEngine:
 
     def recover(self) -> RecoveryResult:
         """At start: roll back an apply that did not finish, or finish a revert."""
-        with self._lock:
+        with self._lock, self._dirs():
             return self._recover(self.state())
 
     def _recover(self, st: TuningState) -> RecoveryResult:
@@ -536,7 +551,7 @@ class TuningEngine:
         self.catalog.get(profile)
         if len(reason) > 200 or len(app_id) > 200:
             raise errors.InvalidArguments("reason and app_id are at most 200 characters")
-        with self._lock:
+        with self._lock, self._dirs():
             if len(self._holds) >= MAX_HOLDS:
                 raise errors.LimitExceeded(f"at most {MAX_HOLDS} holds at a time")
             if not self._holds:
@@ -550,7 +565,7 @@ class TuningEngine:
 
     def release(self, cookie: int, facts: MachineFacts) -> str | None:
         """End a hold; the profile now in effect (the next hold's, or the user's choice)."""
-        with self._lock:
+        with self._lock, self._dirs():
             if self._holds.pop(cookie, None) is None:
                 raise errors.NotFound(f"no hold with cookie {cookie}")
             effective = (list(self._holds.values())[-1].profile if self._holds

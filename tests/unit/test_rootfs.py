@@ -1,4 +1,5 @@
 import os
+import threading
 
 import pytest
 from hypothesis import given
@@ -75,3 +76,46 @@ def test_split_rel_never_yields_dotdot(parts):
         assert ".." in parts
     else:
         assert ".." not in out and "" not in out and "." not in out
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_cached_dirs_resolves_each_directory_once_and_closes_them(root, tmp_path):
+    (tmp_path / "etc" / "sub").mkdir()
+    (tmp_path / "etc" / "sub" / "a").write_text("1\n")
+    before = _open_fds()
+    with root.cached_dirs():
+        assert root.read_text("etc/hostname") == "box\n"
+        held = _open_fds() - before
+        assert len(held) == 1  # the fd of etc, kept
+        root.atomic_write("etc/sub/a", b"2\n")
+        root.write_existing("etc/hostname", b"other\n")
+        assert root.read_text("etc/sub/a") == "2\n"
+        assert root.read_text("etc/hostname") == "other\n"
+        fd = root.open_dir("etc")
+        assert sorted(os.listdir(fd)) == ["hostname", "sub"]
+        assert sorted(os.listdir(fd)) == ["hostname", "sub"]  # a shared offset is rewound
+        os.close(fd)
+        assert len(_open_fds() - before) == 2  # etc and etc/sub
+        # Still no symlinks: a cached walk follows the same rules.
+        os.symlink(tmp_path / "etc", tmp_path / "etc" / "sub" / "link")
+        with pytest.raises(UnsafePath):
+            root.read_bytes("etc/sub/link/hostname")
+    assert _open_fds() == before
+
+
+def test_cached_dirs_is_per_thread(root):
+    seen: list[bool] = []
+
+    def other() -> None:
+        seen.append(getattr(root._local, "dirs", None) is None
+                    and root.read_text("etc/hostname") == "box\n")
+
+    with root.cached_dirs():
+        root.read_text("etc/hostname")
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert seen == [True]
