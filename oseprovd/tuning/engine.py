@@ -20,6 +20,8 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +153,7 @@ class TuningEngine:
         self._holds: dict[int, HoldInfo] = {}
         self._next_cookie = 1
         self._base: str | None = None  # what the user chose, restored when holds end
+        self._writers: ThreadPoolExecutor | None = None  # for files written alongside
 
     @contextlib.contextmanager
     def _dirs(self) -> Iterator[None]:
@@ -350,12 +353,8 @@ class TuningEngine:
             befores, fresh = self._capture(pairs, st, read_again=False)
             self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
         st.originals.update(fresh)
-        outcomes: list[KnobOutcome] = []
-        for setting, planned in zip(settings, plan.items, strict=True):
-            s, i = setting, planned
-            if s.knob.id == sysctlfile.KNOB_ID and i.applicable:
-                s, i = self._sysctl_file_took(profile, s, i, outcomes, targets, st)
-            outcomes.append(self._apply_one(txn, s, i, st, befores, fresh))
+        outcomes = self._write_all(txn, profile, settings, plan.items, targets, st, befores,
+                                   fresh)
         dropped = sorted(set(had).union(fresh).difference(st.originals))
         self.journal.record("apply-commit", {"txn": txn, "profile": profile,
                                              "targets": targets, "dropped": dropped})
@@ -426,7 +425,43 @@ class TuningEngine:
         return s, item.model_copy(update={"applicable": False, "change": False,
                                           "reason": "no sysctl value took"})
 
-    def _apply_one(
+    def _write_all(
+        self,
+        txn: str,
+        profile: str,
+        settings: list[Setting],
+        items: list[PlanItem],
+        targets: dict[str, str],
+        st: TuningState,
+        befores: dict[str, str | None],
+        fresh: dict[str, dict[str, Any]],
+    ) -> list[KnobOutcome]:
+        """Write every knob that needs it, in order; their outcomes."""
+        slots: list[KnobOutcome | Future[KnobOutcome]] = []
+        try:
+            for setting, planned in zip(settings, items, strict=True):
+                s, i = setting, planned
+                if s.knob.id == sysctlfile.KNOB_ID and i.applicable:
+                    done = [o for o in slots if isinstance(o, KnobOutcome)]
+                    s, i = self._sysctl_file_took(profile, s, i, done, targets, st)
+                slot = self._prepare_one(txn, s, i, st, befores, fresh)
+                if slot is not None:
+                    slots.append(slot)
+                elif s.knob.slow_write:
+                    # A file written with two fsyncs: written alongside the other knobs
+                    # and files (concurrent fsyncs share the file system's journal
+                    # commits).
+                    slots.append(self._pool().submit(self._write_one, s, i,
+                                                     befores[s.knob.id]))
+                else:
+                    slots.append(self._write_one(s, i, befores[s.knob.id]))
+        finally:
+            # Whatever happened, no write is still going on when this returns (a
+            # recovery must not race one).
+            futures.wait([o for o in slots if not isinstance(o, KnobOutcome)])
+        return [o if isinstance(o, KnobOutcome) else o.result() for o in slots]
+
+    def _prepare_one(
         self,
         txn: str,
         s: Setting,
@@ -434,26 +469,33 @@ class TuningEngine:
         st: TuningState,
         befores: dict[str, str | None],
         fresh: dict[str, dict[str, Any]],
-    ) -> KnobOutcome:
+    ) -> KnobOutcome | None:
+        """The outcome of a knob that needs no write; None when it must be written (its
+        original is journaled by then). Fills in befores for the write."""
         knob = s.knob
         if not item.applicable:
             return KnobOutcome(knob=knob.id, target=s.target, before=item.current,
                                after=item.current, status="not-applicable", detail=item.reason)
         if knob.id in befores:
-            before = befores[knob.id]  # read just before the plan was journaled
-        else:
-            # Found at its target then; read again, as writing another knob may have
-            # moved it (and the sysctl.d file's text was only known now).
-            before = knob.read()
-            if knob.same(before, s.target):
-                if knob.id in fresh:
-                    del st.originals[knob.id]  # not touched: dropped at the commit
-                return KnobOutcome(knob=knob.id, target=s.target, before=before,
-                                   after=before, status="unchanged")
-            if knob.id not in st.originals:
-                saved = knob.capture()
-                self.journal.record("originals", {"txn": txn, "originals": [[knob.id, saved]]})
-                st.originals[knob.id] = saved
+            return None  # read just before the plan was journaled
+        # Found at its target then; read again, as writing another knob may have moved
+        # it (and the sysctl.d file's text was only known now).
+        before = knob.read()
+        if knob.same(before, s.target):
+            if knob.id in fresh:
+                del st.originals[knob.id]  # not touched: dropped at the commit
+            return KnobOutcome(knob=knob.id, target=s.target, before=before, after=before,
+                               status="unchanged")
+        if knob.id not in st.originals:
+            saved = knob.capture()
+            self.journal.record("originals", {"txn": txn, "originals": [[knob.id, saved]]})
+            st.originals[knob.id] = saved
+        befores[knob.id] = before
+        return None
+
+    @staticmethod
+    def _write_one(s: Setting, item: PlanItem, before: str | None) -> KnobOutcome:
+        knob = s.knob
         try:
             knob.write(s.target)
         except OSError as e:
@@ -467,6 +509,11 @@ class TuningEngine:
         return KnobOutcome(knob=knob.id, target=s.target, before=before, after=after,
                            status="changed" if took else "did-not-take",
                            detail="" if took else "read back a different value")
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuning-file")
+        return self._writers
 
     def revert(self) -> RevertResult:
         """Restore every original value, the exact bytes that were there."""

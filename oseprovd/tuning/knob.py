@@ -24,6 +24,8 @@ class Knob(ABC):
     # A switch to a profile that sets this knob to another value puts the original back
     # first (undoing side effects such as a loaded module); see ManagedFileKnob.
     restore_before_switch: bool = True
+    # Written with fsyncs (a file): the engine writes it alongside the other knobs.
+    slow_write: bool = False
 
     def __init__(self, knob_id: str) -> None:
         self.id = knob_id

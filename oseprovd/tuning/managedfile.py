@@ -26,6 +26,7 @@ class ManagedFileKnob(Knob):
     # A switch replaces the whole file in one rename: restoring the old profile's file
     # first would only open a window with no file at all.
     restore_before_switch = False
+    slow_write = True
 
     def __init__(self, knob_id: str, target: TargetRoot, directory: str, name: str) -> None:
         super().__init__(knob_id)
