@@ -334,27 +334,24 @@ class TuningEngine:
                      if k not in targets or (st.targets.get(k, targets[k]) != targets[k]
                                              and self._restores_first(k))]
         begin = {"txn": txn, "profile": profile, "targets": targets}
-        if leftovers:
-            # The originals of what the new profile changes are read once the old one's
-            # leftovers are back (a restore can move a coupled value), so they come in a
-            # second record.
+        if not self._restores_may_move(leftovers, pairs):
+            # The new originals are read now and go in the begin record: one fsync.
+            befores, fresh = self._capture(pairs, st, read_again=False)
+            self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
+            st.originals.update(fresh)
+            restored = self._restore_leftovers(leftovers, targets, st, reverted)
+        else:
+            # A restore can move a coupled value (vm.dirty_bytes zeroes vm.dirty_ratio):
+            # the new originals are read once the leftovers are back, and journaled in
+            # a second record before anything new is written.
             self.journal.record("apply-begin", begin)
-            for knob_id in leftovers:
-                if self._restore_one(knob_id, st.originals[knob_id])[0] != "failed":
-                    del st.originals[knob_id]
-                elif reverted is not None:
-                    raise errors.OseError(
-                        f"could not restore {knob_id} of profile {reverted} before "
-                        "switching; see Verify and try Revert again")
+            restored = self._restore_leftovers(leftovers, targets, st, reverted)
             befores, fresh = self._capture(pairs, st, read_again=True)
             if fresh:
                 self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
-        else:
-            befores, fresh = self._capture(pairs, st, read_again=False)
-            self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
-        st.originals.update(fresh)
+            st.originals.update(fresh)
         outcomes = self._write_all(txn, profile, settings, plan.items, targets, st, befores,
-                                   fresh)
+                                   set(fresh) | restored)
         dropped = sorted(set(had).union(fresh).difference(st.originals))
         self.journal.record("apply-commit", {"txn": txn, "profile": profile,
                                              "targets": targets, "dropped": dropped})
@@ -363,6 +360,63 @@ class TuningEngine:
                            reverted_previous=reverted,
                            complete=all(o.status in ("changed", "unchanged", "not-applicable")
                                         for o in outcomes))
+
+    def _restores_may_move(
+        self, leftovers: list[str], pairs: list[tuple[Setting, PlanItem]]
+    ) -> bool:
+        """Whether putting a leftover back may change the value of a knob the new profile
+        sets (see Knob.coupling)."""
+        if not leftovers:
+            return False
+        groups = {self._coupling(k) for k in leftovers}
+        if "*" in groups:
+            return True
+        groups.discard("")
+        return any(s.knob.coupling == "*" or s.knob.coupling in groups for s, _ in pairs)
+
+    def _coupling(self, knob_id: str) -> str:
+        try:
+            return self.knobs.from_id(knob_id).coupling
+        except (ValueError, errors.OseError):
+            return "*"
+
+    def _restore_leftovers(
+        self, leftovers: list[str], targets: dict[str, str], st: TuningState,
+        reverted: str | None,
+    ) -> set[str]:
+        """Put the old profile's leftovers back (files alongside the rest); the ones
+        restored that the new profile sets too (their originals stay). A leftover the
+        new profile does not set leaves the originals once restored."""
+        slow: dict[str, Future[tuple[str, str, str | None]]] = {}
+        status: dict[str, str] = {}
+        try:
+            for knob_id in leftovers:
+                if self._slow(knob_id):
+                    slow[knob_id] = self._pool().submit(self._restore_one, knob_id,
+                                                        st.originals[knob_id])
+                else:
+                    status[knob_id] = self._restore_one(knob_id, st.originals[knob_id])[0]
+        finally:
+            futures.wait(slow.values())
+        status.update({k: f.result()[0] for k, f in slow.items()})
+        restored: set[str] = set()
+        for knob_id in leftovers:
+            if status[knob_id] == "failed":
+                if reverted is not None:
+                    raise errors.OseError(
+                        f"could not restore {knob_id} of profile {reverted} before "
+                        "switching; see Verify and try Revert again")
+            elif knob_id in targets:
+                restored.add(knob_id)
+            else:
+                del st.originals[knob_id]
+        return restored
+
+    def _slow(self, knob_id: str) -> bool:
+        try:
+            return self.knobs.from_id(knob_id).slow_write
+        except (ValueError, errors.OseError):
+            return False
 
     def _capture(
         self, pairs: list[tuple[Setting, PlanItem]], st: TuningState, read_again: bool
@@ -434,7 +488,7 @@ class TuningEngine:
         targets: dict[str, str],
         st: TuningState,
         befores: dict[str, str | None],
-        fresh: dict[str, dict[str, Any]],
+        droppable: set[str],
     ) -> list[KnobOutcome]:
         """Write every knob that needs it, in order; their outcomes."""
         slots: list[KnobOutcome | Future[KnobOutcome]] = []
@@ -444,7 +498,7 @@ class TuningEngine:
                 if s.knob.id == sysctlfile.KNOB_ID and i.applicable:
                     done = [o for o in slots if isinstance(o, KnobOutcome)]
                     s, i = self._sysctl_file_took(profile, s, i, done, targets, st)
-                slot = self._prepare_one(txn, s, i, st, befores, fresh)
+                slot = self._prepare_one(txn, s, i, st, befores, droppable)
                 if slot is not None:
                     slots.append(slot)
                 elif s.knob.slow_write:
@@ -468,10 +522,11 @@ class TuningEngine:
         item: PlanItem,
         st: TuningState,
         befores: dict[str, str | None],
-        fresh: dict[str, dict[str, Any]],
+        droppable: set[str],
     ) -> KnobOutcome | None:
         """The outcome of a knob that needs no write; None when it must be written (its
-        original is journaled by then). Fills in befores for the write."""
+        original is journaled by then). Fills in befores for the write. `droppable`:
+        originals taken or put back in this apply, to forget if the knob is left alone."""
         knob = s.knob
         if not item.applicable:
             return KnobOutcome(knob=knob.id, target=s.target, before=item.current,
@@ -482,8 +537,8 @@ class TuningEngine:
         # it (and the sysctl.d file's text was only known now).
         before = knob.read()
         if knob.same(before, s.target):
-            if knob.id in fresh:
-                del st.originals[knob.id]  # not touched: dropped at the commit
+            if knob.id in droppable:
+                del st.originals[knob.id]  # at its original: dropped at the commit
             return KnobOutcome(knob=knob.id, target=s.target, before=before, after=before,
                                status="unchanged")
         if knob.id not in st.originals:

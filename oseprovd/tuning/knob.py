@@ -26,6 +26,12 @@ class Knob(ABC):
     restore_before_switch: bool = True
     # Written with fsyncs (a file): the engine writes it alongside the other knobs.
     slow_write: bool = False
+    # Which other knobs writing this one can move: "" none; a name: the knobs of that
+    # name (vm.dirty_bytes zeroes vm.dirty_ratio); "*" any (the safe default: a governor
+    # change moves the EPP, a platform profile may move both). An apply reads the new
+    # profile's originals before putting the old one's leftovers back only when none
+    # of them can move a knob it sets.
+    coupling: str = "*"
 
     def __init__(self, knob_id: str) -> None:
         self.id = knob_id

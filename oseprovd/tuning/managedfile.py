@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 from typing import Any
 
@@ -27,6 +28,7 @@ class ManagedFileKnob(Knob):
     # first would only open a window with no file at all.
     restore_before_switch = False
     slow_write = True
+    coupling = ""
 
     def __init__(self, knob_id: str, target: TargetRoot, directory: str, name: str) -> None:
         super().__init__(knob_id)
@@ -78,6 +80,7 @@ class ManagedFileKnob(Knob):
     def restore(self, saved: dict[str, Any]) -> None:
         if saved.get("value") is None:
             return
+        self._remove_stale_temps()
         if not saved.get("exists"):
             self.target.unlink(self.rel, missing_ok=True)
             return
@@ -93,6 +96,20 @@ class ManagedFileKnob(Knob):
         try:
             os.utime(self.name, ns=(int(saved["atime_ns"]), int(saved["mtime_ns"])),
                      dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files of this file's atomic writes that a killed process left (named by
+        TargetRoot.atomic_write): a rollback leaves no trace either."""
+        pattern = re.compile(rf"^\.{re.escape(self.name)}\.ose-[0-9a-f]{{12}}$")
+        fd = self.target.open_dir(self.directory)
+        try:
+            for entry in os.listdir(fd):
+                if pattern.fullmatch(entry):
+                    st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        os.unlink(entry, dir_fd=fd)
         finally:
             os.close(fd)
 

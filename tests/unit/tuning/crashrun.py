@@ -6,8 +6,9 @@ An event is any change the engine makes: a journal record or replacement, a writ
 /proc or /sys, a file written, replaced or removed under the root, a module loaded or
 unloaded. Killing after each one in turn covers every point between two changes: before
 the first knob is written, between two knobs, between a restore and the next write,
-before and after the commit. events() is also used in-process to list a twin run's
-events, so a test knows where each kill lands.
+before and after the commit. The engine writes files from a second thread, so a kill
+can also land inside such a write (as a real SIGKILL can). events() is also used
+in-process to list a twin run's events, so a test knows where each kill lands.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,34 +31,42 @@ from oseprovd.tuning.profiles import ProfileCatalog
 
 from . import sandbox
 
-# (class, method, how the event is named from the call's first argument)
-HOOKED: list[tuple[type, str, Callable[[Any], str]]] = [
-    (FileJournal, "record", lambda step: f"record {step}"),
-    (FileJournal, "replace", lambda _: "replace journal"),
-    (sandbox.SandboxRoot, "write_existing", lambda rel: f"write {rel}"),
-    (TargetRoot, "atomic_write", lambda rel: f"file {rel}"),
-    (TargetRoot, "unlink", lambda rel: f"unlink {rel}"),
-    (sandbox.FakeLoader, "load", lambda module: f"load {module}"),
-    (sandbox.FakeLoader, "unload", lambda module: f"unload {module}"),
+# (class, method, how the event is named from the call's first argument, whether the
+# call stands for the kernel's own work: a sysctl write or a module load is atomic, so a
+# kill from another thread must not land inside the sandbox's imitation of it; our own
+# file writes can be cut anywhere, as a real SIGKILL can)
+HOOKED: list[tuple[type, str, Callable[[Any], str], bool]] = [
+    (FileJournal, "record", lambda step: f"record {step}", False),
+    (FileJournal, "replace", lambda _: "replace journal", False),
+    (sandbox.SandboxRoot, "write_existing", lambda rel: f"write {rel}", True),
+    (TargetRoot, "atomic_write", lambda rel: f"file {rel}", False),
+    (TargetRoot, "unlink", lambda rel: f"unlink {rel}", False),
+    (sandbox.FakeLoader, "load", lambda module: f"load {module}", True),
+    (sandbox.FakeLoader, "unload", lambda module: f"unload {module}", True),
 ]
 
 
 @contextlib.contextmanager
 def events(on_event: Callable[[str], None]) -> Iterator[None]:
     """Call on_event(name) right after each change made while inside (a change that
-    raised is no event: it did not happen)."""
-    saved = [(cls, name, getattr(cls, name)) for cls, name, _ in HOOKED]
+    raised is no event: it did not happen). Events from several threads are serialized,
+    and a kernel-like change and its event are one step."""
+    saved = [(cls, name, getattr(cls, name)) for cls, name, _, _ in HOOKED]
+    lock = threading.RLock()
 
-    def hook(orig: Callable[..., Any], label: Callable[[Any], str]) -> Callable[..., Any]:
+    def hook(orig: Callable[..., Any], label: Callable[[Any], str],
+             atomic: bool) -> Callable[..., Any]:
         @functools.wraps(orig)
         def wrapper(self: object, first: Any, *args: Any, **kwargs: Any) -> Any:
-            result = orig(self, first, *args, **kwargs)
-            on_event(label(first))
+            with lock if atomic else contextlib.nullcontext():
+                result = orig(self, first, *args, **kwargs)
+                with lock:
+                    on_event(label(first))
             return result
         return wrapper
 
-    for (cls, name, label), (_, _, orig) in zip(HOOKED, saved, strict=True):
-        setattr(cls, name, hook(orig, label))
+    for (cls, name, label, atomic), (_, _, orig) in zip(HOOKED, saved, strict=True):
+        setattr(cls, name, hook(orig, label, atomic))
     try:
         yield
     finally:
@@ -72,7 +82,7 @@ def main() -> None:
                           sandbox.FakeLoader(roots.proc), disk_devices=["*"])
     left = [n]
 
-    def count(_: str) -> None:
+    def count(_: str) -> None:  # called under events()' lock
         left[0] -= 1
         if left[0] == 0:
             os.kill(os.getpid(), signal.SIGKILL)

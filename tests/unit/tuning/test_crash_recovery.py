@@ -176,3 +176,62 @@ def test_every_knob_recovers_from_a_crash_after_every_event(tmp_path: Path, extr
         assert child.returncode == -signal.SIGKILL, (n, child.stderr)
         assert m.new_engine().recover().action == "rolled-back"
         assert m.snapshot() == pristine, f"crash after event {n} of {len(seen)}: {seen[n - 1]}"
+
+
+# Two profiles whose knobs move no other knob (sysctls outside the coupled pairs, the
+# I/O scheduler, a limits.d file): a switch journals its whole plan in one record.
+SWITCH_A = """
+[memory]
+swappiness = 5
+transparent_hugepages = "never"
+[network]
+somaxconn = 8192
+tcp_congestion_control = "bbr"
+[disk]
+scheduler = { default = "kyber" }
+[limits]
+nofile = 524288
+"""
+SWITCH_B = """
+[memory]
+swappiness = 30
+[network]
+netdev_max_backlog = 5000
+[disk]
+scheduler = { default = "bfq" }
+[sysctl]
+"kernel.numa_balancing" = 0
+"""
+
+
+@pytest.mark.slow
+def test_an_uncoupled_switch_is_one_record_and_recovers_after_every_event(
+        tmp_path: Path, extra_dir: Path):
+    (extra_dir / "switch_a.toml").write_text(SWITCH_A)
+    (extra_dir / "switch_b.toml").write_text(SWITCH_B)
+    twin = Machine(tmp_path / "count", extra_profiles=extra_dir, disk_devices=["*"])
+    pristine = twin.snapshot()
+    twin.engine.apply("switch_a", MachineFacts())
+    seen = events_of(twin, "apply", "switch_b")
+    # One record before the first change (the old profile's leftovers are put back
+    # after it: the bbr module unloaded, the limits.d file removed), one at the end.
+    assert [e for e in seen if e.startswith("record")] == ["record apply-begin", COMMIT]
+    assert seen[0] == "record apply-begin" and seen[-1] == COMMIT, seen
+    assert "unload tcp_bbr" in seen and "unlink etc/security/limits.d/90-ose-tuning.conf" \
+        in seen, seen
+    twin.engine.revert()
+    assert twin.snapshot() == pristine
+    for n in range(1, len(seen) + 1):
+        m = Machine(tmp_path / f"switch-{n}", extra_profiles=extra_dir, disk_devices=["*"])
+        pristine = m.snapshot()
+        m.engine.apply("switch_a", MachineFacts())
+        child = run_child(m, n, "apply", "switch_b")
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        recovery = m.new_engine().recover()
+        assert recovery.action == ("rolled-back" if n < len(seen) else "none"), n
+        if n == len(seen):
+            # The switch stands, with nothing left of switch_a; it reverts cleanly.
+            assert m.new_engine().active_profile == "switch_b"
+            assert m.proc("net.core.somaxconn") == "4096" and m.proc("vm.swappiness") == "30"
+            m.new_engine().revert()
+        assert m.snapshot() == pristine, f"crash after event {n}: {seen[n - 1]}"
