@@ -333,25 +333,14 @@ class TuningEngine:
         leftovers = [k for k in reversed(st.originals)
                      if k not in targets or (st.targets.get(k, targets[k]) != targets[k]
                                              and self._restores_first(k))]
-        begin = {"txn": txn, "profile": profile, "targets": targets}
-        if not self._restores_may_move(leftovers, pairs):
-            # The new originals are read now and go in the begin record: one fsync.
-            befores, fresh = self._capture(pairs, st, read_again=False)
-            self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
-            st.originals.update(fresh)
-            restored = self._restore_leftovers(leftovers, targets, st, reverted)
-        else:
-            # A restore can move a coupled value (vm.dirty_bytes zeroes vm.dirty_ratio):
-            # the new originals are read once the leftovers are back, and journaled in
-            # a second record before anything new is written.
-            self.journal.record("apply-begin", begin)
-            restored = self._restore_leftovers(leftovers, targets, st, reverted)
-            befores, fresh = self._capture(pairs, st, read_again=True)
-            if fresh:
-                self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
-            st.originals.update(fresh)
-        outcomes = self._write_all(txn, profile, settings, plan.items, targets, st, befores,
-                                   set(fresh) | restored)
+        befores, fresh, restored, slow = self._begin(txn, profile, targets, pairs, leftovers,
+                                                     st, reverted)
+        try:
+            outcomes = self._write_all(txn, profile, settings, plan.items, targets, st,
+                                       befores, set(fresh) | restored)
+        finally:
+            futures.wait(slow.values())  # none may race a later recovery
+        self._settle(slow, targets, st, reverted)
         dropped = sorted(set(had).union(fresh).difference(st.originals))
         self.journal.record("apply-commit", {"txn": txn, "profile": profile,
                                              "targets": targets, "dropped": dropped})
@@ -360,6 +349,38 @@ class TuningEngine:
                            reverted_previous=reverted,
                            complete=all(o.status in ("changed", "unchanged", "not-applicable")
                                         for o in outcomes))
+
+    def _begin(
+        self, txn: str, profile: str, targets: dict[str, str],
+        pairs: list[tuple[Setting, PlanItem]], leftovers: list[str], st: TuningState,
+        reverted: str | None,
+    ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]], set[str],
+               dict[str, Future[tuple[str, str, str | None]]]]:
+        """Journal the plan and put the old profile's leftovers back: the values before,
+        the originals taken now, the leftovers restored that the new profile sets, and
+        the leftover files still being put back."""
+        begin = {"txn": txn, "profile": profile, "targets": targets}
+        if not self._restores_may_move(leftovers, pairs):
+            # The new originals are read now and go in the begin record: one fsync. The
+            # leftover files are put back while the new values are written (nothing
+            # new depends on them).
+            befores, fresh = self._capture(pairs, st, read_again=False)
+            self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
+            st.originals.update(fresh)
+            restored, slow = self._restore_leftovers(leftovers, targets, st, reverted)
+        else:
+            # A restore can move a coupled value (vm.dirty_bytes zeroes vm.dirty_ratio):
+            # the new originals are read once the leftovers are back, and journaled in
+            # a second record before anything new is written.
+            self.journal.record("apply-begin", begin)
+            restored, slow = self._restore_leftovers(leftovers, targets, st, reverted)
+            self._settle(slow, targets, st, reverted)
+            slow = {}
+            befores, fresh = self._capture(pairs, st, read_again=True)
+            if fresh:
+                self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
+            st.originals.update(fresh)
+        return befores, fresh, restored, slow
 
     def _restores_may_move(
         self, leftovers: list[str], pairs: list[tuple[Setting, PlanItem]]
@@ -383,10 +404,11 @@ class TuningEngine:
     def _restore_leftovers(
         self, leftovers: list[str], targets: dict[str, str], st: TuningState,
         reverted: str | None,
-    ) -> set[str]:
-        """Put the old profile's leftovers back (files alongside the rest); the ones
-        restored that the new profile sets too (their originals stay). A leftover the
-        new profile does not set leaves the originals once restored."""
+    ) -> tuple[set[str], dict[str, Future[tuple[str, str, str | None]]]]:
+        """Put the old profile's leftovers back. Returns the ones restored that the new
+        profile sets too (their originals stay), and the files being put back alongside
+        (see _settle). A leftover the new profile does not set leaves the originals once
+        restored."""
         slow: dict[str, Future[tuple[str, str, str | None]]] = {}
         status: dict[str, str] = {}
         try:
@@ -396,21 +418,39 @@ class TuningEngine:
                                                         st.originals[knob_id])
                 else:
                     status[knob_id] = self._restore_one(knob_id, st.originals[knob_id])[0]
-        finally:
+        except BaseException:
             futures.wait(slow.values())
-        status.update({k: f.result()[0] for k, f in slow.items()})
+            raise
         restored: set[str] = set()
-        for knob_id in leftovers:
-            if status[knob_id] == "failed":
-                if reverted is not None:
-                    raise errors.OseError(
-                        f"could not restore {knob_id} of profile {reverted} before "
-                        "switching; see Verify and try Revert again")
-            elif knob_id in targets:
-                restored.add(knob_id)
-            else:
-                del st.originals[knob_id]
-        return restored
+        try:
+            for knob_id, result in status.items():
+                self._restored(knob_id, result, targets, st, reverted, restored)
+        except BaseException:
+            futures.wait(slow.values())
+            raise
+        return restored, slow
+
+    def _settle(
+        self, slow: dict[str, Future[tuple[str, str, str | None]]], targets: dict[str, str],
+        st: TuningState, reverted: str | None,
+    ) -> None:
+        """Wait for the leftover files being put back, and account for them."""
+        futures.wait(slow.values())
+        for knob_id, future in slow.items():
+            self._restored(knob_id, future.result()[0], targets, st, reverted, set())
+
+    @staticmethod
+    def _restored(knob_id: str, status: str, targets: dict[str, str], st: TuningState,
+                  reverted: str | None, restored: set[str]) -> None:
+        if status == "failed":
+            if reverted is not None:
+                raise errors.OseError(
+                    f"could not restore {knob_id} of profile {reverted} before "
+                    "switching; see Verify and try Revert again")
+        elif knob_id in targets:
+            restored.add(knob_id)
+        else:
+            del st.originals[knob_id]
 
     def _slow(self, knob_id: str) -> bool:
         try:
@@ -587,18 +627,21 @@ class TuningEngine:
         # Reverse order: EPP before governor and so on; a second pass catches knobs
         # that depend on one restored later (intel_pstate refuses EPP under
         # "performance").
-        for _ in range(2):
-            for knob_id, saved in reversed(list(st.originals.items())):
-                if knob_id in outcomes and knob_id not in failed:
-                    continue
-                status, detail, original = self._restore_one(knob_id, saved)
-                ok = status != "failed"
-                outcomes[knob_id] = RestoreOutcome(knob=knob_id, original=original,
-                                                   status=status, detail=detail)
-                if ok:
-                    failed.pop(knob_id, None)
-                else:
-                    failed[knob_id] = detail
+        # Files (which depend on nothing) are put back alongside, in the first pass.
+        for attempt in range(2):
+            slow: dict[str, Future[tuple[str, str, str | None]]] = {}
+            try:
+                for knob_id, saved in reversed(list(st.originals.items())):
+                    if knob_id in outcomes and knob_id not in failed:
+                        continue
+                    if attempt == 0 and self._slow(knob_id):
+                        slow[knob_id] = self._pool().submit(self._restore_one, knob_id, saved)
+                        continue
+                    self._note(knob_id, self._restore_one(knob_id, saved), outcomes, failed)
+            finally:
+                futures.wait(slow.values())
+            for knob_id, future in slow.items():
+                self._note(knob_id, future.result(), outcomes, failed)
             if not failed:
                 break
         complete = not failed
@@ -609,6 +652,17 @@ class TuningEngine:
                                              if k in failed}), None, {})
         return RevertResult(profile=st.active, outcomes=list(outcomes.values()),
                             complete=complete)
+
+    @staticmethod
+    def _note(knob_id: str, result: tuple[str, str, str | None],
+              outcomes: dict[str, RestoreOutcome], failed: dict[str, str]) -> None:
+        status, detail, original = result
+        outcomes[knob_id] = RestoreOutcome(knob=knob_id, original=original, status=status,
+                                           detail=detail)
+        if status != "failed":
+            failed.pop(knob_id, None)
+        else:
+            failed[knob_id] = detail
 
     def _restore_one(self, knob_id: str, saved: dict[str, Any]) -> tuple[str, str, str | None]:
         """(status, detail, original) of putting one knob back."""
