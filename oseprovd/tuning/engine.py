@@ -360,7 +360,7 @@ class TuningEngine:
         the originals taken now, the leftovers restored that the new profile sets, and
         the leftover files still being put back."""
         begin = {"txn": txn, "profile": profile, "targets": targets}
-        if not self._restores_may_move(leftovers, pairs):
+        if not self._restores_may_move(leftovers, pairs, st):
             # The new originals are read now and go in the begin record: one fsync. The
             # leftover files are put back while the new values are written (nothing
             # new depends on them).
@@ -368,6 +368,8 @@ class TuningEngine:
             self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
             st.originals.update(fresh)
             restored, slow = self._restore_leftovers(leftovers, targets, st, reverted)
+            for knob_id in restored:
+                befores.pop(knob_id, None)  # read again: it may be at its target now
         else:
             # A restore can move a coupled value (vm.dirty_bytes zeroes vm.dirty_ratio):
             # the new originals are read once the leftovers are back, and journaled in
@@ -383,17 +385,19 @@ class TuningEngine:
         return befores, fresh, restored, slow
 
     def _restores_may_move(
-        self, leftovers: list[str], pairs: list[tuple[Setting, PlanItem]]
+        self, leftovers: list[str], pairs: list[tuple[Setting, PlanItem]], st: TuningState
     ) -> bool:
-        """Whether putting a leftover back may change the value of a knob the new profile
-        sets (see Knob.coupling)."""
+        """Whether putting a leftover back may change the value of a knob whose original
+        is still to be taken (see Knob.coupling). A knob with an original already (a
+        leftover itself, or set alike by both profiles) keeps that one."""
         if not leftovers:
             return False
         groups = {self._coupling(k) for k in leftovers}
         if "*" in groups:
             return True
         groups.discard("")
-        return any(s.knob.coupling == "*" or s.knob.coupling in groups for s, _ in pairs)
+        return any(s.knob.coupling == "*" or s.knob.coupling in groups
+                   for s, _ in pairs if s.knob.id not in st.originals)
 
     def _coupling(self, knob_id: str) -> str:
         try:
