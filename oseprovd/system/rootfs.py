@@ -189,6 +189,21 @@ class TargetRoot:
         gid: int | None = None,
         create_parents: bool = False,
     ) -> None:
+        tmp = self.prepare_write(rel, data, mode, uid, gid, create_parents)
+        self.commit_write(rel, tmp)
+
+    def prepare_write(
+        self,
+        rel: str,
+        data: bytes,
+        mode: int = 0o644,
+        uid: int | None = None,
+        gid: int | None = None,
+        create_parents: bool = False,
+    ) -> str:
+        """The first half of atomic_write: the new content in a temp file next to `rel`
+        (".NAME.ose-<12 hex>"), fsynced; nothing visible changed yet. Returns the temp
+        file's name for commit_write() or discard_write()."""
         with self._parent(rel, create=create_parents) as (dfd, name):
             tmp = f".{name}.ose-{secrets.token_hex(6)}"
             fd = os.open(
@@ -206,12 +221,31 @@ class TargetRoot:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+            return tmp
+
+    def commit_write(self, rel: str, tmp: str) -> None:
+        """The second half: rename the prepared temp file over `rel`, fsync the dir."""
+        with self._parent(rel) as (dfd, name):
+            if not tmp.startswith(f".{name}.ose-") or "/" in tmp:
+                raise InvalidArguments(f"{tmp!r} is not a temp file of {rel!r}")
+            try:
                 os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=dfd)
                 raise
             os.fsync(dfd)
+
+    def discard_write(self, rel: str, tmp: str) -> None:
+        """Remove a prepared temp file that will not be committed."""
+        with self._parent(rel) as (dfd, name):
+            if tmp.startswith(f".{name}.ose-") and "/" not in tmp:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
 
     def unlink(self, rel: str, missing_ok: bool = False) -> None:
         with self._parent(rel) as (dfd, name):

@@ -333,13 +333,15 @@ class TuningEngine:
         leftovers = [k for k in reversed(st.originals)
                      if k not in targets or (st.targets.get(k, targets[k]) != targets[k]
                                              and self._restores_first(k))]
-        befores, fresh, restored, slow = self._begin(txn, profile, targets, pairs, leftovers,
-                                                     st, reverted)
-        try:
-            outcomes = self._write_all(txn, profile, settings, plan.items, targets, st,
-                                       befores, set(fresh) | restored)
-        finally:
-            futures.wait(slow.values())  # none may race a later recovery
+        with self._preparing(pairs) as prepared:
+            befores, fresh, restored, slow = self._begin(txn, profile, targets, pairs,
+                                                         leftovers, st, reverted)
+            futures.wait(prepared)  # before any file is written
+            try:
+                outcomes = self._write_all(txn, profile, settings, plan.items, targets, st,
+                                           befores, set(fresh) | restored)
+            finally:
+                futures.wait(slow.values())  # none may race a later recovery
         self._settle(slow, targets, st, reverted)
         dropped = sorted(set(had).union(fresh).difference(st.originals))
         self.journal.record("apply-commit", {"txn": txn, "profile": profile,
@@ -383,6 +385,25 @@ class TuningEngine:
                 self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
             st.originals.update(fresh)
         return befores, fresh, restored, slow
+
+    @contextlib.contextmanager
+    def _preparing(
+        self, pairs: list[tuple[Setting, PlanItem]]
+    ) -> Iterator[list[Future[None]]]:
+        """The new text of each file to write goes to its temp file (fsynced, invisible)
+        while the begin record is journaled: the two fsyncs share the file system's
+        commit, and writing the file is then a rename. The caller waits for them before
+        it writes; whatever was not used is removed at the end."""
+        knobs = [s.knob for s, i in pairs
+                 if s.knob.slow_write and not s.knob.same(i.current, s.target)]
+        jobs = [self._pool().submit(s.knob.prepare, s.target) for s, i in pairs
+                if s.knob in knobs]
+        try:
+            yield jobs
+        finally:
+            futures.wait(jobs)
+            for knob in knobs:
+                knob.discard_prepared()
 
     def _restores_may_move(
         self, leftovers: list[str], pairs: list[tuple[Setting, PlanItem]], st: TuningState
@@ -692,6 +713,8 @@ class TuningEngine:
             return self._recover(self.state())
 
     def _recover(self, st: TuningState) -> RecoveryResult:
+        for file in self.knobs.managed_files():
+            file.remove_stale_temps()  # from a process killed inside a write
         if st.pending is None:
             return RecoveryResult(action="none", profile=st.active)
         action = "rolled-back" if st.pending == "apply" else "finished-revert"

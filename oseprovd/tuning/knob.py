@@ -44,6 +44,15 @@ class Knob(ABC):
     def write(self, value: str) -> None:
         """Write a (validated) value. The kernel's refusal surfaces as OSError."""
 
+    def prepare(self, value: str) -> None:
+        """Get ready to write `value` without changing anything visible (a file's temp
+        copy); write(value) then finishes it. Most knobs have nothing to prepare."""
+        return None
+
+    def discard_prepared(self) -> None:
+        """Undo prepare() when the value is not written after all."""
+        return None
+
     def not_applicable_reason(self, target: str) -> str | None:
         """Why `target` cannot be used on this machine (the knob exists), or None."""
         return None

@@ -36,6 +36,7 @@ class ManagedFileKnob(Knob):
         self.directory = directory
         self.name = name
         self.rel = f"{directory}/{name}"
+        self._prepared: tuple[str, str] | None = None  # (text, temp file name)
 
     @property
     def reason(self) -> str:
@@ -57,7 +58,28 @@ class ManagedFileKnob(Knob):
         return current == target
 
     def write(self, value: str) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == value:
+            self.target.commit_write(self.rel, prepared[1])
+            return
+        if prepared is not None:
+            self.target.discard_write(self.rel, prepared[1])
         self.target.atomic_write(self.rel, value.encode(), mode=0o644, uid=0, gid=0)
+
+    def prepare(self, value: str) -> None:
+        """Write (and fsync) the file's new text to a temp file now, invisibly, so that
+        write(value) later is a rename. The engine does this before its journal record
+        is on disk: both fsyncs then share the file system's commit. A temp left by a
+        process killed meanwhile is removed by the next write or restore."""
+        self.discard_prepared()
+        self.remove_stale_temps()
+        self._prepared = (value, self.target.prepare_write(self.rel, value.encode(),
+                                                           mode=0o644, uid=0, gid=0))
+
+    def discard_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            self.target.discard_write(self.rel, prepared[1])
 
     def capture(self) -> dict[str, Any]:
         if not self._applicable():
@@ -80,7 +102,7 @@ class ManagedFileKnob(Knob):
     def restore(self, saved: dict[str, Any]) -> None:
         if saved.get("value") is None:
             return
-        self._remove_stale_temps()
+        self.remove_stale_temps()
         if not saved.get("exists"):
             self.target.unlink(self.rel, missing_ok=True)
             return
@@ -99,9 +121,11 @@ class ManagedFileKnob(Knob):
         finally:
             os.close(fd)
 
-    def _remove_stale_temps(self) -> None:
+    def remove_stale_temps(self) -> None:
         """Temp files of this file's atomic writes that a killed process left (named by
-        TargetRoot.atomic_write): a rollback leaves no trace either."""
+        TargetRoot.prepare_write): a rollback leaves no trace either."""
+        if not self._applicable():
+            return
         pattern = re.compile(rf"^\.{re.escape(self.name)}\.ose-[0-9a-f]{{12}}$")
         fd = self.target.open_dir(self.directory)
         try:

@@ -119,3 +119,18 @@ def test_cached_dirs_is_per_thread(root):
         t.start()
         t.join()
     assert seen == [True]
+
+
+def test_prepare_then_commit_or_discard_a_write(root, tmp_path):
+    tmp = root.prepare_write("etc/hostname", b"new\n", mode=0o600)
+    assert (tmp_path / "etc" / tmp).read_bytes() == b"new\n"
+    assert root.read_text("etc/hostname") == "box\n"  # nothing visible changed yet
+    root.commit_write("etc/hostname", tmp)
+    assert root.read_text("etc/hostname") == "new\n"
+    assert not (tmp_path / "etc" / tmp).exists()
+    assert oct((tmp_path / "etc" / "hostname").stat().st_mode & 0o777) == "0o600"
+    tmp = root.prepare_write("etc/hostname", b"other\n")
+    root.discard_write("etc/hostname", tmp)
+    assert sorted(os.listdir(tmp_path / "etc")) == ["hostname"]
+    with pytest.raises(InvalidArguments):  # only a temp file of that very file
+        root.commit_write("etc/hostname", "../etc/hostname")

@@ -3,12 +3,16 @@
     python -m tests.unit.tuning.crashrun BASE JOURNAL N OPERATION [PROFILE [EXTRA_DIR]]
 
 An event is any change the engine makes: a journal record or replacement, a write into
-/proc or /sys, a file written, replaced or removed under the root, a module loaded or
-unloaded. Killing after each one in turn covers every point between two changes: before
-the first knob is written, between two knobs, between a restore and the next write,
-before and after the commit. The engine writes files from a second thread, so a kill
-can also land inside such a write (as a real SIGKILL can). events() is also used
-in-process to list a twin run's events, so a test knows where each kill lands.
+/proc or /sys, a file replaced (the rename of its temp file) or removed under the root,
+a module loaded or unloaded. A file's new text goes to its invisible temp file while
+the begin record is written: that is no event (it would make the first event differ from
+run to run), but a kill can land in the middle of it. Killing after each one in turn
+covers every point between two changes: before the first knob is written, between two
+knobs, between a restore and the next write, before and after the commit. The engine
+writes files from a second thread, so a kill can also land inside such a write (as a
+real SIGKILL can), and the order of events from the two threads may differ from run to
+run. events() is also used in-process to list a twin run's events, so a test knows
+about where each kill lands.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ HOOKED: list[tuple[type, str, Callable[[Any], str], bool]] = [
     (FileJournal, "record", lambda step: f"record {step}", False),
     (FileJournal, "replace", lambda _: "replace journal", False),
     (sandbox.SandboxRoot, "write_existing", lambda rel: f"write {rel}", True),
-    (TargetRoot, "atomic_write", lambda rel: f"file {rel}", False),
+    (TargetRoot, "commit_write", lambda rel: f"file {rel}", False),
     (TargetRoot, "unlink", lambda rel: f"unlink {rel}", False),
     (sandbox.FakeLoader, "load", lambda module: f"load {module}", True),
     (sandbox.FakeLoader, "unload", lambda module: f"unload {module}", True),
