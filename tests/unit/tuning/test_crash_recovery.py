@@ -5,6 +5,7 @@ sandbox back to the original values, which the test reads from the files directl
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -128,6 +129,9 @@ def test_torn_journal_tail_is_ignored(machine: Machine):
     assert fresh.active_profile == "latency"
     fresh.revert()
     assert machine.snapshot() == pristine
+    # The revert's records were not glued onto the torn line: the journal says so too.
+    assert machine.new_engine().active_profile is None
+    assert machine.new_engine().recover().action == "none"
 
 
 ALL_KNOBS = """
@@ -258,3 +262,25 @@ def test_recover_sweeps_a_temp_file_a_killed_write_left(machine: Machine):
     assert not stale.exists() and other.exists()
     other.unlink()
     assert machine.snapshot() == pristine
+
+
+def test_a_journal_of_the_older_one_record_per_knob_format_still_rolls_back(
+        machine: Machine):
+    """A daemon upgraded while an apply of the older format was cut short: its per-knob
+    "original" records are still honoured."""
+    swappiness = machine.base / "proc/sys/vm/swappiness"
+    assert swappiness.read_text().strip() == "60"
+    swappiness.write_text("7\n")  # what the cut-short apply had written
+    lines = [
+        {"step": "apply-begin", "data": {"txn": "t", "profile": "latency",
+                                         "targets": {"sysctl:vm.swappiness": "7"}}},
+        {"step": "original", "data": {"txn": "t", "knob": "sysctl:vm.swappiness",
+                                      "saved": {"value": "60"}}},
+        {"step": "written", "data": {"txn": "t", "knob": "sysctl:vm.swappiness",
+                                     "took": True}},
+    ]
+    machine.journal_path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    recovery = machine.new_engine().recover()
+    assert recovery.action == "rolled-back" and recovery.revert and recovery.revert.complete
+    assert swappiness.read_text().strip() == "60"
+    assert machine.new_engine().active_profile is None
