@@ -334,12 +334,12 @@ class TuningEngine:
                      if k not in targets or (st.targets.get(k, targets[k]) != targets[k]
                                              and self._restores_first(k))]
         with self._preparing(pairs) as prepared:
-            befores, fresh, restored, slow = self._begin(txn, profile, targets, pairs,
-                                                         leftovers, st, reverted)
+            befores, fresh, steady, restored, slow = self._begin(
+                txn, profile, targets, pairs, leftovers, st, reverted)
             futures.wait(prepared)  # before any file is written
             try:
                 outcomes = self._write_all(txn, profile, settings, plan.items, targets, st,
-                                           befores, set(fresh) | restored)
+                                           befores, steady, set(fresh) | restored)
             finally:
                 futures.wait(slow.values())  # none may race a later recovery
         self._settle(slow, targets, st, reverted)
@@ -356,22 +356,23 @@ class TuningEngine:
         self, txn: str, profile: str, targets: dict[str, str],
         pairs: list[tuple[Setting, PlanItem]], leftovers: list[str], st: TuningState,
         reverted: str | None,
-    ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]], set[str],
-               dict[str, Future[tuple[str, str, str | None]]]]:
-        """Journal the plan and put the old profile's leftovers back: the values before,
-        the originals taken now, the leftovers restored that the new profile sets, and
-        the leftover files still being put back."""
+    ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]], dict[str, str | None],
+               set[str], dict[str, Future[tuple[str, str, str | None]]]]:
+        """Journal the plan and put the old profile's leftovers back: what _capture
+        returns, the leftovers restored that the new profile sets, and the leftover
+        files still being put back."""
         begin = {"txn": txn, "profile": profile, "targets": targets}
         if not self._restores_may_move(leftovers, pairs, st):
             # The new originals are read now and go in the begin record: one fsync. The
             # leftover files are put back while the new values are written (nothing
             # new depends on them).
-            befores, fresh = self._capture(pairs, st, read_again=False)
+            befores, fresh, steady = self._capture(pairs, st, read_again=False)
             self.journal.record("apply-begin", {**begin, "originals": list(fresh.items())})
             st.originals.update(fresh)
             restored, slow = self._restore_leftovers(leftovers, targets, st, reverted)
             for knob_id in restored:
                 befores.pop(knob_id, None)  # read again: it may be at its target now
+                steady.pop(knob_id, None)
         else:
             # A restore can move a coupled value (vm.dirty_bytes zeroes vm.dirty_ratio):
             # the new originals are read once the leftovers are back, and journaled in
@@ -380,11 +381,11 @@ class TuningEngine:
             restored, slow = self._restore_leftovers(leftovers, targets, st, reverted)
             self._settle(slow, targets, st, reverted)
             slow = {}
-            befores, fresh = self._capture(pairs, st, read_again=True)
+            befores, fresh, steady = self._capture(pairs, st, read_again=True)
             if fresh:
                 self.journal.record("originals", {"txn": txn, "originals": list(fresh.items())})
             st.originals.update(fresh)
-        return befores, fresh, restored, slow
+        return befores, fresh, steady, restored, slow
 
     @contextlib.contextmanager
     def _preparing(
@@ -485,23 +486,29 @@ class TuningEngine:
 
     def _capture(
         self, pairs: list[tuple[Setting, PlanItem]], st: TuningState, read_again: bool
-    ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
+    ) -> tuple[dict[str, str | None], dict[str, dict[str, Any]], dict[str, str | None]]:
         """Before anything is written: the current value of each knob that will change,
-        and the original of each that no profile changed yet. The sysctl.d file's text
+        the original of each that no profile changed yet, and the value of each
+        uncoupled knob found at its target (no other write can move it: no need to read
+        it again). The sysctl.d file's text
         is only known once the sysctl values were written: its original is taken now if
         the planned text differs from the file. `read_again`: after restores, when the
         values the plan read may have moved."""
         befores: dict[str, str | None] = {}
         fresh: dict[str, dict[str, Any]] = {}
+        steady: dict[str, str | None] = {}
         for s, item in pairs:
             before = s.knob.read() if read_again else item.current
-            if s.knob.same(before, s.target):
-                continue
-            if s.knob.id != sysctlfile.KNOB_ID:
+            if s.knob.id == sysctlfile.KNOB_ID or s.knob.same(before, s.target):
+                if not s.knob.coupling:
+                    steady[s.knob.id] = before
+                if s.knob.same(before, s.target):
+                    continue
+            else:
                 befores[s.knob.id] = before
             if s.knob.id not in st.originals:
-                fresh[s.knob.id] = s.knob.capture()
-        return befores, fresh
+                fresh[s.knob.id] = s.knob.capture_known(before)
+        return befores, fresh, steady
 
     def _compact(self, st: TuningState, profile: str | None, targets: dict[str, str]) -> None:
         """Replace the journal by one state entry once it has grown: appends are one
@@ -553,6 +560,7 @@ class TuningEngine:
         targets: dict[str, str],
         st: TuningState,
         befores: dict[str, str | None],
+        steady: dict[str, str | None],
         droppable: set[str],
     ) -> list[KnobOutcome]:
         """Write every knob that needs it, in order; their outcomes."""
@@ -563,7 +571,7 @@ class TuningEngine:
                 if s.knob.id == sysctlfile.KNOB_ID and i.applicable:
                     done = [o for o in slots if isinstance(o, KnobOutcome)]
                     s, i = self._sysctl_file_took(profile, s, i, done, targets, st)
-                slot = self._prepare_one(txn, s, i, st, befores, droppable)
+                slot = self._prepare_one(txn, s, i, st, befores, steady, droppable)
                 if slot is not None:
                     slots.append(slot)
                 elif s.knob.slow_write:
@@ -587,6 +595,7 @@ class TuningEngine:
         item: PlanItem,
         st: TuningState,
         befores: dict[str, str | None],
+        steady: dict[str, str | None],
         droppable: set[str],
     ) -> KnobOutcome | None:
         """The outcome of a knob that needs no write; None when it must be written (its
@@ -598,9 +607,9 @@ class TuningEngine:
                                after=item.current, status="not-applicable", detail=item.reason)
         if knob.id in befores:
             return None  # read just before the plan was journaled
-        # Found at its target then; read again, as writing another knob may have moved
-        # it (and the sysctl.d file's text was only known now).
-        before = knob.read()
+        # Found at its target then; read again if writing another knob may have moved it
+        # (and the sysctl.d file's text was only known now).
+        before = steady[knob.id] if knob.id in steady else knob.read()
         if knob.same(before, s.target):
             if knob.id in droppable:
                 del st.originals[knob.id]  # at its original: dropped at the commit

@@ -66,6 +66,13 @@ class Knob(ABC):
         """Everything needed to restore this knob exactly; JSON-serializable."""
         return {"value": self.read()}
 
+    def capture_known(self, value: str | None) -> dict[str, Any]:
+        """capture(), given the value just read (a knob whose capture is more than its
+        value reads what else it needs)."""
+        if type(self).capture is Knob.capture:
+            return {"value": value}
+        return self.capture()
+
     def restore(self, saved: dict[str, Any]) -> None:
         value = saved.get("value")
         # Already there: no write. Some pairs (vm.dirty_ratio/vm.dirty_bytes) zero each
