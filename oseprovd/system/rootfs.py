@@ -189,8 +189,11 @@ class TargetRoot:
         gid: int | None = None,
         create_parents: bool = False,
     ) -> None:
-        tmp = self.prepare_write(rel, data, mode, uid, gid, create_parents)
-        self.commit_write(rel, tmp)
+        # One directory fd for the temp file and the rename: the directory cannot be
+        # swapped in between.
+        with self._parent(rel, create=create_parents) as (dfd, name):
+            tmp = self._write_temp(dfd, name, data, mode, uid, gid)
+            self._rename_temp(dfd, name, tmp)
 
     def prepare_write(
         self,
@@ -199,46 +202,21 @@ class TargetRoot:
         mode: int = 0o644,
         uid: int | None = None,
         gid: int | None = None,
-        create_parents: bool = False,
     ) -> str:
-        """The first half of atomic_write: the new content in a temp file next to `rel`
+        """The first half of atomic_write, for a caller that wants to write the data
+        early and make it visible later: the new content in a temp file next to `rel`
         (".NAME.ose-<12 hex>"), fsynced; nothing visible changed yet. Returns the temp
-        file's name for commit_write() or discard_write()."""
-        with self._parent(rel, create=create_parents) as (dfd, name):
-            tmp = f".{name}.ose-{secrets.token_hex(6)}"
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                mode, dir_fd=dfd,
-            )
-            try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fchmod(fd, mode)  # the umask must not narrow what was asked for
-                    if uid is not None or gid is not None:
-                        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except BaseException:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dfd)
-                raise
-            return tmp
+        file's name for commit_write() or discard_write(). The halves resolve the
+        directory separately: only for directories that only root can change."""
+        with self._parent(rel) as (dfd, name):
+            return self._write_temp(dfd, name, data, mode, uid, gid)
 
     def commit_write(self, rel: str, tmp: str) -> None:
         """The second half: rename the prepared temp file over `rel`, fsync the dir."""
         with self._parent(rel) as (dfd, name):
             if not tmp.startswith(f".{name}.ose-") or "/" in tmp:
                 raise InvalidArguments(f"{tmp!r} is not a temp file of {rel!r}")
-            try:
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dfd)
-                raise
-            os.fsync(dfd)
+            self._rename_temp(dfd, name, tmp)
 
     def discard_write(self, rel: str, tmp: str) -> None:
         """Remove a prepared temp file that will not be committed."""
@@ -246,6 +224,41 @@ class TargetRoot:
             if tmp.startswith(f".{name}.ose-") and "/" not in tmp:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=dfd)
+
+    @staticmethod
+    def _write_temp(dfd: int, name: str, data: bytes, mode: int, uid: int | None,
+                    gid: int | None) -> str:
+        tmp = f".{name}.ose-{secrets.token_hex(6)}"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            mode, dir_fd=dfd,
+        )
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, mode)  # the umask must not narrow what was asked for
+                if uid is not None or gid is not None:
+                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        return tmp
+
+    @staticmethod
+    def _rename_temp(dfd: int, name: str, tmp: str) -> None:
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.fsync(dfd)
 
     def unlink(self, rel: str, missing_ok: bool = False) -> None:
         with self._parent(rel) as (dfd, name):

@@ -43,6 +43,7 @@ HOOKED: list[tuple[type, str, Callable[[Any], str], bool]] = [
     (FileJournal, "record", lambda step: f"record {step}", False),
     (FileJournal, "replace", lambda _: "replace journal", False),
     (sandbox.SandboxRoot, "write_existing", lambda rel: f"write {rel}", True),
+    (TargetRoot, "atomic_write", lambda rel: f"file {rel}", False),
     (TargetRoot, "commit_write", lambda rel: f"file {rel}", False),
     (TargetRoot, "unlink", lambda rel: f"unlink {rel}", False),
     (sandbox.FakeLoader, "load", lambda module: f"load {module}", True),
