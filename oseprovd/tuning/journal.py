@@ -122,6 +122,8 @@ class FileJournal:
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            if st.st_size == 0:
+                self._sync_dir()  # the file may be new: its name must be on disk too
             self._entries.append((step, json.loads(line)["data"]))
             self._good += len(line)
             self._key = self._stat_key(os.fstat(fd))
@@ -144,13 +146,16 @@ class FileJournal:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        self._sync_dir()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+    def _sync_dir(self) -> None:
         dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
     def size(self) -> int:
         try:
