@@ -774,8 +774,9 @@ METHOD = [
     "- (b) and (c), daemon's own work, from one already-connected client: TuneD "
     "switch_profile (and start, if tuning was off, as tuned-adm does) until its "
     "profile_changed signal, and disable; oseprovd Apply or Revert until the job's "
-    "Finished signal. oseprovd journals every original value with fsync before writing "
-    "it and persists the job; TuneD keeps its originals in memory.",
+    "Finished signal. oseprovd journals its whole plan (every original value) in one "
+    "fsynced record before the first change and a commit record after the last, and "
+    "persists the job in SQLite; TuneD keeps its originals in memory and flushes nothing.",
     "- Every writable value under /proc/sys/{vm,net/core,net/ipv4,kernel,fs} and the "
     "block, THP and cpufreq attributes is snapshotted before the run, compared after it "
     "and written back if anything was left.",

@@ -147,13 +147,24 @@ class JobManager:
         job = ctx.job
         job.state = JobState.RUNNING
         job.started = time.time()
-        self.repo.save(job)
         self._notify_changed(job, {"state", "started"})
+        # The operation starts first: its first step usually hands the work to a thread,
+        # and the running state is committed (an fsync) while that thread works instead
+        # of before it starts. A daemon that dies before this commit leaves the job
+        # queued, which recover() marks interrupted just the same.
+        op = asyncio.ensure_future(run(ctx))
         try:
-            job.result = await run(ctx)
+            await asyncio.sleep(0)
+            try:
+                self.repo.save(job)
+            except Exception:
+                log.exception("job %d: could not record its start", job.id,
+                              extra={"JOB_ID": job.id})
+            job.result = await op
             job.state = JobState.SUCCEEDED
             job.progress = 1.0
         except (Cancelled, asyncio.CancelledError) as exc:
+            op.cancel()  # cancelled before it awaited the operation: stop that too
             job.state = JobState.CANCELLED if self._accepting else JobState.INTERRUPTED
             job.error_name = "Cancelled" if self._accepting else "Interrupted"
             job.error_message = (str(exc) or "cancelled") if self._accepting else (

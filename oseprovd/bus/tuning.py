@@ -143,18 +143,24 @@ class TuningInterface(ServiceInterface):
         opts: ApplyOptions = ApplyOptions.from_dbus(options)
         self._engine.get_profile(profile)  # NotFound / InvalidArgs before asking polkit
         who = await authorize(opts)
-        facts = await self._facts()
+        # The facts (a bus round trip, a few file reads) are gathered while the job is
+        # created and the call audited, not before.
+        facts = asyncio.ensure_future(self._facts())
 
         async def run(job: JobContext) -> dict[str, Any]:
             job.progress(0.1, f"applying {profile}")
             result = await asyncio.to_thread(
-                self._engine.apply, profile, facts, opts.dry_run, opts.skip_power,
+                self._engine.apply, profile, await facts, opts.dry_run, opts.skip_power,
                 opts.digest or None)
             if not opts.dry_run:
                 self._changed()
             return result.model_dump(mode="json")
 
-        job = self._jobs.start("tuning.apply", who.uid, run, exclusive="system")
+        try:
+            job = self._jobs.start("tuning.apply", who.uid, run, exclusive="system")
+        except BaseException:
+            facts.cancel()
+            raise
         return job_path(job.id)
 
     @method()

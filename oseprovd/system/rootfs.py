@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -47,6 +48,26 @@ class TargetRoot:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).resolve()
+        self._local = threading.local()  # .dirs: the cache of cached_dirs(), per thread
+
+    @contextmanager
+    def cached_dirs(self) -> Iterator[None]:
+        """Within this block (in this thread only), each directory is resolved once and
+        its fd kept: many small reads and writes in a few deep directories (/proc/sys,
+        /sys/devices/...) then cost one open each, not one per path component. The
+        directories are the ones the first walk found, safely (same rules); a directory
+        replaced meanwhile is not seen, so use this for short operations only."""
+        if getattr(self._local, "dirs", None) is not None:
+            yield  # nested: the outer block owns the cache
+            return
+        dirs: dict[tuple[str, ...], int] = {}
+        self._local.dirs = dirs
+        try:
+            yield
+        finally:
+            self._local.dirs = None
+            for fd in dirs.values():
+                os.close(fd)
 
     def resolve_rel(self, rel: str) -> str:
         return "/".join(split_rel(rel))
@@ -59,6 +80,16 @@ class TargetRoot:
         return os.open(self.path, _DIR_FLAGS)
 
     def _walk_dirs(self, parts: tuple[str, ...], create: bool, mode: int) -> int:
+        dirs: dict[tuple[str, ...], int] | None = getattr(self._local, "dirs", None)
+        if dirs is not None:
+            cached = dirs.get(parts)
+            if cached is None:
+                cached = self._walk_dirs_uncached(parts, create, mode)
+                dirs[parts] = cached
+            return os.dup(cached)  # the caller closes its fd; the cache keeps its own
+        return self._walk_dirs_uncached(parts, create, mode)
+
+    def _walk_dirs_uncached(self, parts: tuple[str, ...], create: bool, mode: int) -> int:
         fd = self._open_root()
         try:
             for name in parts:
@@ -158,29 +189,76 @@ class TargetRoot:
         gid: int | None = None,
         create_parents: bool = False,
     ) -> None:
+        # One directory fd for the temp file and the rename: the directory cannot be
+        # swapped in between.
         with self._parent(rel, create=create_parents) as (dfd, name):
-            tmp = f".{name}.ose-{secrets.token_hex(6)}"
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                mode, dir_fd=dfd,
-            )
-            try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fchmod(fd, mode)  # the umask must not narrow what was asked for
-                    if uid is not None or gid is not None:
-                        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
+            tmp = self._write_temp(dfd, name, data, mode, uid, gid)
+            self._rename_temp(dfd, name, tmp)
+
+    def prepare_write(
+        self,
+        rel: str,
+        data: bytes,
+        mode: int = 0o644,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> str:
+        """The first half of atomic_write, for a caller that wants to write the data
+        early and make it visible later: the new content in a temp file next to `rel`
+        (".NAME.ose-<12 hex>"), fsynced; nothing visible changed yet. Returns the temp
+        file's name for commit_write() or discard_write(). The halves resolve the
+        directory separately: only for directories that only root can change."""
+        with self._parent(rel) as (dfd, name):
+            return self._write_temp(dfd, name, data, mode, uid, gid)
+
+    def commit_write(self, rel: str, tmp: str) -> None:
+        """The second half: rename the prepared temp file over `rel`, fsync the dir."""
+        with self._parent(rel) as (dfd, name):
+            if not tmp.startswith(f".{name}.ose-") or "/" in tmp:
+                raise InvalidArguments(f"{tmp!r} is not a temp file of {rel!r}")
+            self._rename_temp(dfd, name, tmp)
+
+    def discard_write(self, rel: str, tmp: str) -> None:
+        """Remove a prepared temp file that will not be committed."""
+        with self._parent(rel) as (dfd, name):
+            if tmp.startswith(f".{name}.ose-") and "/" not in tmp:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=dfd)
-                raise
-            os.fsync(dfd)
+
+    @staticmethod
+    def _write_temp(dfd: int, name: str, data: bytes, mode: int, uid: int | None,
+                    gid: int | None) -> str:
+        tmp = f".{name}.ose-{secrets.token_hex(6)}"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            mode, dir_fd=dfd,
+        )
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, mode)  # the umask must not narrow what was asked for
+                if uid is not None or gid is not None:
+                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        return tmp
+
+    @staticmethod
+    def _rename_temp(dfd: int, name: str, tmp: str) -> None:
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.fsync(dfd)
 
     def unlink(self, rel: str, missing_ok: bool = False) -> None:
         with self._parent(rel) as (dfd, name):

@@ -63,6 +63,7 @@ def devices(sys: TargetRoot, include: list[str] | None) -> list[tuple[str, str]]
 
 class SchedulerKnob(SelectionKnob):
     family = "disk"
+    coupling = ""  # resets the old scheduler's own tunables, which are no knobs here
 
     def __init__(self, sys: TargetRoot, dev: str) -> None:
         path = device_dir(sys, dev) or f"block/{dev}"
@@ -71,6 +72,7 @@ class SchedulerKnob(SelectionKnob):
 
 class ReadAheadKnob(Knob):
     family = "disk"
+    coupling = ""
 
     def __init__(self, sys: TargetRoot, dev: str) -> None:
         super().__init__(f"disk:{dev}:read_ahead_kb")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from oseprovd.tuning import cpu, disk, limits, memory, power, sysctlfile
 from oseprovd.tuning.knob import AbsentKnob, Knob, Setting
+from oseprovd.tuning.managedfile import ManagedFileKnob
 from oseprovd.tuning.network import CongestionKnob, ModuleLoader
 from oseprovd.tuning.profiles import Settings
 from oseprovd.tuning.roots import TuningRoots
@@ -58,6 +59,11 @@ class KnobFactory:
         """The sysctl.d file holding `values` (the profile's sysctl keys that apply)."""
         return Setting(sysctlfile.SysctlFileKnob(self.roots.target),
                        sysctlfile.render(profile, values), f"{profile}: sysctl values")
+
+    def managed_files(self) -> list[ManagedFileKnob]:
+        """The files tuning owns whole (for sweeping temps a killed write left)."""
+        return [limits.LimitsKnob(self.roots.target),
+                sysctlfile.SysctlFileKnob(self.roots.target)]
 
     def from_id(self, knob_id: str) -> Knob:
         """Rebuild a knob from its id (from the journal)."""

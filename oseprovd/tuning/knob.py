@@ -24,6 +24,14 @@ class Knob(ABC):
     # A switch to a profile that sets this knob to another value puts the original back
     # first (undoing side effects such as a loaded module); see ManagedFileKnob.
     restore_before_switch: bool = True
+    # Written with fsyncs (a file): the engine writes it alongside the other knobs.
+    slow_write: bool = False
+    # Which other knobs writing this one can move: "" none; a name: the knobs of that
+    # name (vm.dirty_bytes zeroes vm.dirty_ratio); "*" any (the safe default: a governor
+    # change moves the EPP, a platform profile may move both). An apply reads the new
+    # profile's originals before putting the old one's leftovers back only when none
+    # of them can move a knob it sets.
+    coupling: str = "*"
 
     def __init__(self, knob_id: str) -> None:
         self.id = knob_id
@@ -35,6 +43,15 @@ class Knob(ABC):
     @abstractmethod
     def write(self, value: str) -> None:
         """Write a (validated) value. The kernel's refusal surfaces as OSError."""
+
+    def prepare(self, value: str) -> None:
+        """Get ready to write `value` without changing anything visible (a file's temp
+        copy); write(value) then finishes it. Most knobs have nothing to prepare."""
+        return None
+
+    def discard_prepared(self) -> None:
+        """Undo prepare() when the value is not written after all."""
+        return None
 
     def not_applicable_reason(self, target: str) -> str | None:
         """Why `target` cannot be used on this machine (the knob exists), or None."""
@@ -48,6 +65,13 @@ class Knob(ABC):
     def capture(self) -> dict[str, Any]:
         """Everything needed to restore this knob exactly; JSON-serializable."""
         return {"value": self.read()}
+
+    def capture_known(self, value: str | None) -> dict[str, Any]:
+        """capture(), given the value just read (a knob whose capture is more than its
+        value reads what else it needs)."""
+        if type(self).capture is Knob.capture:
+            return {"value": value}
+        return self.capture()
 
     def restore(self, saved: dict[str, Any]) -> None:
         value = saved.get("value")

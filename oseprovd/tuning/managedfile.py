@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 from typing import Any
 
@@ -26,6 +27,8 @@ class ManagedFileKnob(Knob):
     # A switch replaces the whole file in one rename: restoring the old profile's file
     # first would only open a window with no file at all.
     restore_before_switch = False
+    slow_write = True
+    coupling = ""
 
     def __init__(self, knob_id: str, target: TargetRoot, directory: str, name: str) -> None:
         super().__init__(knob_id)
@@ -33,6 +36,7 @@ class ManagedFileKnob(Knob):
         self.directory = directory
         self.name = name
         self.rel = f"{directory}/{name}"
+        self._prepared: tuple[str, str] | None = None  # (text, temp file name)
 
     @property
     def reason(self) -> str:
@@ -54,7 +58,28 @@ class ManagedFileKnob(Knob):
         return current == target
 
     def write(self, value: str) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == value:
+            self.target.commit_write(self.rel, prepared[1])
+            return
+        if prepared is not None:
+            self.target.discard_write(self.rel, prepared[1])
         self.target.atomic_write(self.rel, value.encode(), mode=0o644, uid=0, gid=0)
+
+    def prepare(self, value: str) -> None:
+        """Write (and fsync) the file's new text to a temp file now, invisibly, so that
+        write(value) later is a rename. The engine does this before its journal record
+        is on disk: both fsyncs then share the file system's commit. A temp left by a
+        process killed meanwhile is removed by the next write or restore."""
+        self.discard_prepared()
+        self.remove_stale_temps()
+        self._prepared = (value, self.target.prepare_write(self.rel, value.encode(),
+                                                           mode=0o644, uid=0, gid=0))
+
+    def discard_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            self.target.discard_write(self.rel, prepared[1])
 
     def capture(self) -> dict[str, Any]:
         if not self._applicable():
@@ -77,6 +102,7 @@ class ManagedFileKnob(Knob):
     def restore(self, saved: dict[str, Any]) -> None:
         if saved.get("value") is None:
             return
+        self.remove_stale_temps()
         if not saved.get("exists"):
             self.target.unlink(self.rel, missing_ok=True)
             return
@@ -92,6 +118,22 @@ class ManagedFileKnob(Knob):
         try:
             os.utime(self.name, ns=(int(saved["atime_ns"]), int(saved["mtime_ns"])),
                      dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def remove_stale_temps(self) -> None:
+        """Temp files of this file's atomic writes that a killed process left (named by
+        TargetRoot.prepare_write): a rollback leaves no trace either."""
+        if not self._applicable():
+            return
+        pattern = re.compile(rf"^\.{re.escape(self.name)}\.ose-[0-9a-f]{{12}}$")
+        fd = self.target.open_dir(self.directory)
+        try:
+            for entry in os.listdir(fd):
+                if pattern.fullmatch(entry):
+                    st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        os.unlink(entry, dir_fd=fd)
         finally:
             os.close(fd)
 

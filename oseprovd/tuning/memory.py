@@ -30,6 +30,7 @@ MEMORY_KNOBS = ("transparent_hugepages", "thp_defrag", "zswap")
 
 class ThpKnob(SelectionKnob):
     family = "memory"
+    coupling = ""
 
     def __init__(self, sys: TargetRoot, which: str) -> None:
         attr = {"transparent_hugepages": "enabled", "thp_defrag": "defrag"}[which]
@@ -40,6 +41,7 @@ class ZswapKnob(Knob):
     """zswap on/off as "1"/"0" (the file says Y/N)."""
 
     family = "memory"
+    coupling = ""
     path = "module/zswap/parameters/enabled"
 
     def __init__(self, sys: TargetRoot) -> None:

@@ -189,6 +189,15 @@ ALLOWED: dict[str, Check] = {
 }
 
 
+# Keys the kernel changes when another is written (setting one of a pair zeroes the
+# other); every other allowed key moves no other (see Knob.coupling).
+COUPLED = {
+    "vm.dirty_ratio": "vm.dirty", "vm.dirty_bytes": "vm.dirty",
+    "vm.dirty_background_ratio": "vm.dirty_background",
+    "vm.dirty_background_bytes": "vm.dirty_background",
+}
+
+
 def check_key(key: str) -> str:
     """Return the key if it may be tuned; raise InvalidArguments saying why not."""
     if not isinstance(key, str) or not KEY_RE.fullmatch(key):
@@ -231,6 +240,7 @@ class SysctlKnob(Knob):
         self.key = key
         self.proc = proc
         self.path = key_path(key)
+        self.coupling = COUPLED.get(key, "")
 
     def read(self) -> str | None:
         value = read_attr(self.proc, self.path)

@@ -1,4 +1,5 @@
 import os
+import threading
 
 import pytest
 from hypothesis import given
@@ -75,3 +76,61 @@ def test_split_rel_never_yields_dotdot(parts):
         assert ".." in parts
     else:
         assert ".." not in out and "" not in out and "." not in out
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_cached_dirs_resolves_each_directory_once_and_closes_them(root, tmp_path):
+    (tmp_path / "etc" / "sub").mkdir()
+    (tmp_path / "etc" / "sub" / "a").write_text("1\n")
+    before = _open_fds()
+    with root.cached_dirs():
+        assert root.read_text("etc/hostname") == "box\n"
+        held = _open_fds() - before
+        assert len(held) == 1  # the fd of etc, kept
+        root.atomic_write("etc/sub/a", b"2\n")
+        root.write_existing("etc/hostname", b"other\n")
+        assert root.read_text("etc/sub/a") == "2\n"
+        assert root.read_text("etc/hostname") == "other\n"
+        fd = root.open_dir("etc")
+        assert sorted(os.listdir(fd)) == ["hostname", "sub"]
+        assert sorted(os.listdir(fd)) == ["hostname", "sub"]  # a shared offset is rewound
+        os.close(fd)
+        assert len(_open_fds() - before) == 2  # etc and etc/sub
+        # Still no symlinks: a cached walk follows the same rules.
+        os.symlink(tmp_path / "etc", tmp_path / "etc" / "sub" / "link")
+        with pytest.raises(UnsafePath):
+            root.read_bytes("etc/sub/link/hostname")
+    assert _open_fds() == before
+
+
+def test_cached_dirs_is_per_thread(root):
+    seen: list[bool] = []
+
+    def other() -> None:
+        seen.append(getattr(root._local, "dirs", None) is None
+                    and root.read_text("etc/hostname") == "box\n")
+
+    with root.cached_dirs():
+        root.read_text("etc/hostname")
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert seen == [True]
+
+
+def test_prepare_then_commit_or_discard_a_write(root, tmp_path):
+    tmp = root.prepare_write("etc/hostname", b"new\n", mode=0o600)
+    assert (tmp_path / "etc" / tmp).read_bytes() == b"new\n"
+    assert root.read_text("etc/hostname") == "box\n"  # nothing visible changed yet
+    root.commit_write("etc/hostname", tmp)
+    assert root.read_text("etc/hostname") == "new\n"
+    assert not (tmp_path / "etc" / tmp).exists()
+    assert oct((tmp_path / "etc" / "hostname").stat().st_mode & 0o777) == "0o600"
+    tmp = root.prepare_write("etc/hostname", b"other\n")
+    root.discard_write("etc/hostname", tmp)
+    assert sorted(os.listdir(tmp_path / "etc")) == ["hostname"]
+    with pytest.raises(InvalidArguments):  # only a temp file of that very file
+        root.commit_write("etc/hostname", "../etc/hostname")

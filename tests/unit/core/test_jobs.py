@@ -134,3 +134,26 @@ def test_unknown_job(manager):
         manager.get(12345)
     with pytest.raises(NotFound):
         manager.cancel(12345)
+
+
+def test_running_state_is_stored_while_the_operation_works(manager):
+    """The start is committed once the operation has begun (so that commit overlaps its
+    work), and before the operation's first await returns."""
+    seen = []
+
+    async def op(ctx):
+        seen.append(manager.repo.get(ctx.job_id).state)  # first step: not yet committed
+        await asyncio.to_thread(lambda: None)
+        seen.append(manager.repo.get(ctx.job_id).state)
+        return {}
+
+    async def main():
+        job = manager.start("demo", 0, op)
+        while manager.running_count:
+            await asyncio.sleep(0.01)
+        return job.id
+
+    job_id = run(main())
+    assert seen == [JobState.QUEUED, JobState.RUNNING]
+    stored = manager.repo.get(job_id)
+    assert stored.state is JobState.SUCCEEDED and stored.started <= stored.finished

@@ -23,7 +23,7 @@ from oseprovd.tuning.sysctl import ALLOWED
 from oseprovd.tuning.sysctlfile import render
 
 from .conftest import Machine
-from .test_crash_recovery import WORKTREE, run_child
+from .test_crash_recovery import WORKTREE, events_of, run_child
 from .test_engine_sandbox import SwappinessRefused
 
 FACTS = MachineFacts()
@@ -139,10 +139,10 @@ def test_switch_leaves_only_the_new_profiles_keys(tmp_path: Path):
     path = m.base / "root" / REL
     m.engine.apply("prof_a", FACTS)
     inode = path.stat().st_ino
-    steps = records(m, "prof_b")
+    seen = events_of(m, "apply", "prof_b")
     # Replaced in one step: never removed first, so there is no moment without a file.
-    assert ("restored", "sysctl.d:file") not in steps
-    assert ("written", "sysctl.d:file") in steps
+    assert f"unlink {REL}" not in seen
+    assert seen.count(f"file {REL}") == 1
     data = path.read_bytes()
     assert parse_sysctl_d(data) == EXPECTED_B
     assert "prof_b" in header(data) and "prof_a" not in header(data)
@@ -256,42 +256,29 @@ def test_systemd_sysctl_alone_reproduces_the_tuning(tmp_path: Path):
     assert written == set(EXPECTED_A)
 
 
-def records(m: Machine, profile: str) -> list[tuple[str, str]]:
-    """(step, knob) of every journal record of one apply, counted on a twin machine."""
-    out: list[tuple[str, str]] = []
-    record = m.engine.journal.record
-
-    def counting(step: str, data: dict[str, object]) -> None:
-        out.append((step, str(data.get("knob", ""))))
-        record(step, data)
-
-    m.engine.journal.record = counting  # type: ignore[method-assign]
-    m.engine.apply(profile, FACTS)
-    m.engine.journal.record = record  # type: ignore[method-assign]
-    return out
-
-
 def test_kill_at_the_file_step_then_recover(tmp_path: Path):
     extra = profiles(tmp_path)
-    steps = records(Machine(tmp_path / "count", extra_profiles=extra), "prof_a")
-    original = steps.index(("original", "sysctl.d:file")) + 1
-    written = steps.index(("written", "sysctl.d:file")) + 1
-    assert written == original + 1 == len(steps) - 1  # the last knob, then the commit
-    assert steps[-1][0] == "apply-commit"
-    for n in (original, written):
+    seen = events_of(Machine(tmp_path / "count", extra_profiles=extra), "apply", "prof_a")
+    written = seen.index(f"file {REL}") + 1
+    assert written == len(seen) - 1  # the last change, then the commit
+    assert seen[-1] == "record apply-commit"
+    for n in (written - 1, written):
         m = Machine(tmp_path / f"apply-{n}", extra_profiles=extra)
         pristine = m.snapshot()
         child = run_child(m, n, "apply", "prof_a")
         assert child.returncode == -signal.SIGKILL, child.stderr
+        path = m.base / "root" / REL
         if n == written:
-            assert parse_sysctl_d((m.base / "root" / REL).read_bytes()) == EXPECTED_A
+            assert parse_sysctl_d(path.read_bytes()) == EXPECTED_A
+        else:
+            assert not path.exists()
         assert m.new_engine().recover().action == "rolled-back"
         assert m.snapshot() == pristine, n
 
     # Killed while switching A -> B just after B's file replaced A's.
     twin = Machine(tmp_path / "count-switch", extra_profiles=extra)
     twin.engine.apply("prof_a", FACTS)
-    n = records(twin, "prof_b").index(("written", "sysctl.d:file")) + 1
+    n = events_of(twin, "apply", "prof_b").index(f"file {REL}") + 1
     m = Machine(tmp_path / "switch", extra_profiles=extra)
     pristine = m.snapshot()
     m.engine.apply("prof_a", FACTS)
