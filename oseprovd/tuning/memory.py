@@ -16,8 +16,6 @@ MEMORY_SYSCTLS = {
     "swappiness": "vm.swappiness",
     "dirty_ratio": "vm.dirty_ratio",
     "dirty_background_ratio": "vm.dirty_background_ratio",
-    "dirty_bytes": "vm.dirty_bytes",
-    "dirty_background_bytes": "vm.dirty_background_bytes",
     "dirty_expire_centisecs": "vm.dirty_expire_centisecs",
     "dirty_writeback_centisecs": "vm.dirty_writeback_centisecs",
     "vfs_cache_pressure": "vm.vfs_cache_pressure",

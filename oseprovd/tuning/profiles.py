@@ -153,8 +153,9 @@ class _Parser:
         self.sysctl_value(out, where, NETWORK_KEYS[key], raw)
 
     def _memory(self, out: Settings, where: str, key: str, raw: object) -> None:
-        if key in memory.MEMORY_SYSCTLS:
-            self.sysctl_value(out, where, memory.MEMORY_SYSCTLS[key], raw)
+        if key in memory.MEMORY_SYSCTLS or f"vm.{key}" in sysctl.BYTES_FORMS:
+            # The byte forms are refused by the sysctl check, which says what to use.
+            self.sysctl_value(out, where, memory.MEMORY_SYSCTLS.get(key, f"vm.{key}"), raw)
             return
         if key not in memory.MEMORY_KNOBS:
             known = [*memory.MEMORY_SYSCTLS, *memory.MEMORY_KNOBS]

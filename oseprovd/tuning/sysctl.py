@@ -123,7 +123,6 @@ class Name:
 
 
 Check = IntRange | IntTriple | PortRange | Choice | Name
-BIG = 2**62
 MEM = 1 << 30  # upper bound for socket buffer sizes: 1 GiB
 
 ALLOWED: dict[str, Check] = {
@@ -131,8 +130,6 @@ ALLOWED: dict[str, Check] = {
     "vm.swappiness": IntRange(0, 200),
     "vm.dirty_ratio": IntRange(1, 100),
     "vm.dirty_background_ratio": IntRange(0, 100),
-    "vm.dirty_bytes": IntRange(8192, BIG),
-    "vm.dirty_background_bytes": IntRange(8192, BIG),
     "vm.dirty_expire_centisecs": IntRange(100, 360000),
     "vm.dirty_writeback_centisecs": IntRange(0, 360000),
     "vm.vfs_cache_pressure": IntRange(1, 1000),
@@ -189,6 +186,14 @@ ALLOWED: dict[str, Check] = {
 }
 
 
+# The byte forms of the dirty thresholds: setting one zeroes its ratio form, and the
+# original "0" cannot be written back (the kernel wants at least two pages), so a
+# revert could not be exact. Profiles use the ratios.
+BYTES_FORMS = {
+    "vm.dirty_bytes": "vm.dirty_ratio",
+    "vm.dirty_background_bytes": "vm.dirty_background_ratio",
+}
+
 # Keys the kernel changes when another is written (setting one of a pair zeroes the
 # other); every other allowed key moves no other (see Knob.coupling).
 COUPLED = {
@@ -209,6 +214,12 @@ def check_key(key: str) -> str:
         raise errors.InvalidArguments(
             f"sysctl key {key!r} is refused: changing it would weaken the kernel's "
             "own protections, so tuning never touches it"
+        )
+    if key in BYTES_FORMS:
+        raise errors.InvalidArguments(
+            f"sysctl key {key!r} is not supported: while it is unset the kernel reads it "
+            "as 0, a value it refuses to be written back, so a revert could not restore "
+            f"it exactly; set {BYTES_FORMS[key]!r} (a percentage) instead"
         )
     if key not in ALLOWED:
         raise errors.InvalidArguments(

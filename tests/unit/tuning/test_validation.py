@@ -97,6 +97,10 @@ def write(d: Path, name: str, text: str) -> Path:
     ('[sysctl]\n"../../etc/passwd" = 1\n', r"\[sysctl\] ../../etc/passwd: invalid sysctl key"),
     ("[memory]\nswappiness = 500\n", r"\[memory\] swappiness: sysctl vm.swappiness: .*0..200"),
     ("[memory]\nswapiness = 5\n", r"\[memory\] swapiness: unknown memory setting"),
+    # A revert could not write back the kernel's "0" of an unset byte form.
+    ("[memory]\ndirty_bytes = 67108864\n", r"\[memory\] dirty_bytes: .*not supported.*ratio"),
+    ('[sysctl]\n"vm.dirty_background_bytes" = 16777216\n',
+     r"vm.dirty_background_bytes.*not supported.*'vm.dirty_background_ratio'"),
     ('[cpu]\ngovernor = "perf ormance"\n', r"\[cpu\] governor: .*not a valid governor"),
     ('[cpu]\nboost = "maybe"\n', r"\[cpu\] boost: boost is true or false"),
     ('[disk]\nscheduler = { floppy = "none" }\n', r"\[disk\] scheduler.floppy: unknown device"),
