@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -125,16 +125,19 @@ def enabled_services(root: TargetRoot) -> list[EnabledService]:
     return out
 
 
+def _baseline_packages(pkgs: Iterable[dpkg_packages.Package]) -> tuple[BaselinePackage, ...]:
+    return tuple(BaselinePackage(name=p.name, version=p.version or "",
+                                 architecture=p.architecture or "",
+                                 manual=p.auto_installed is not True, priority=p.priority)
+                 for p in pkgs)
+
+
 def capture(root: TargetRoot, clock: Callable[[], datetime] = _now) -> Baseline:
     pkgs = dpkgdb.installed_packages(root)
     users, groups = read_accounts(root)
     return Baseline(
         source="captured", captured=clock(),
-        packages=tuple(BaselinePackage(name=p.name, version=p.version or "",
-                                       architecture=p.architecture or "",
-                                       manual=p.auto_installed is not True,
-                                       priority=p.priority)
-                       for p in pkgs),
+        packages=_baseline_packages(pkgs),
         conffiles=tuple(dpkgdb.parse_conffiles(dpkgdb.read_status(root))),
         users=tuple(users), groups=tuple(groups),
         services=tuple(enabled_services(root)),
@@ -165,11 +168,7 @@ def distribution(root: TargetRoot, clock: Callable[[], datetime] = _now) -> Base
     users, groups = read_accounts(root)
     return Baseline(
         source="distribution", captured=clock(),
-        packages=tuple(BaselinePackage(name=p.name, version=p.version or "",
-                                       architecture=p.architecture or "",
-                                       manual=p.auto_installed is not True,
-                                       priority=p.priority)
-                       for p in pkgs),
+        packages=_baseline_packages(pkgs),
         # system accounts only: users (uid >= 1000) are never "factory" without a baseline
         users=tuple(u for u in users if u.id < 1000 or u.id == 65534),
         groups=tuple(g for g in groups if g.id < 1000 or g.id == 65534),
