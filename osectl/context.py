@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from osectl.client import Client
-from osectl.errors import from_job
+from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError, from_job
 from osectl.render import Output
 
 
@@ -19,6 +20,18 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Destructive commands ask first; without a terminal they need --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError("org.ose.Client.Usage",
+                       f"{question} Refusing without a terminal to ask on; add --yes",
+                       EXIT_USAGE)
+    if not click.confirm(question, default=False, err=True):
+        raise CliError("org.ose.Client.Aborted", "nothing done", EXIT_FAILED)
 
 
 def follow_job(ctx: Ctx, path: str, label: str) -> dict[str, Any]:

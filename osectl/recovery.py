@@ -16,10 +16,9 @@ from typing import Any
 
 import click
 
-from osectl.context import Ctx, pass_ctx
+from osectl.context import Ctx, confirm, pass_ctx
 from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from osectl.reset import show_executions
-from osectl.snapshot import _confirm
 
 DEFAULT_STATE = Path("/var/lib/oseprovd")
 JOURNAL = "reset-recovery.journal"
@@ -177,7 +176,7 @@ def rollback(out: Ctx, ctx: click.Context, execution_id: str, yes: bool) -> None
     """Put back everything EXECUTION_ID removed, from its rollback point."""
     rec = _open(ctx)
     _safe(lambda: rec.engine.get_execution(execution_id))
-    _confirm(yes, f"Roll back reset {execution_id}?")
+    confirm(yes, f"Roll back reset {execution_id}?")
     result = _run(lambda: rec.engine.rollback(execution_id, rec.journal))
     out.out.message(f"rolled back {execution_id}: {result['restored']} items restored from "
                     f"{result['snapshot'] or '-'}", result)
@@ -192,7 +191,7 @@ def resume(out: Ctx, ctx: click.Context, execution_id: str, yes: bool) -> None:
     """Finish the interrupted EXECUTION_ID."""
     rec = _open(ctx)
     entries = _safe(lambda: rec.entries(execution_id))
-    _confirm(yes, f"Finish reset {execution_id}?")
+    confirm(yes, f"Finish reset {execution_id}?")
     result = _run(lambda: rec.engine.resume(execution_id, entries, rec.journal))
     out.out.message(f"finished {execution_id}: removed {result['removed']} items, "
                     f"{result['skipped_count']} skipped", result)

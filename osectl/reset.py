@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 
-from osectl.context import Ctx, follow_job, pass_ctx
+from osectl.context import Ctx, confirm, follow_job, pass_ctx
 from osectl.errors import EXIT_FAILED, EXIT_NOT_FOUND, CliError
 from osectl.render import FORMATTERS
-from osectl.snapshot import _confirm
 from oseprovd.bus.names import IFACE_RESET, SERVICE_PATHS
 
 PATH = SERVICE_PATHS[IFACE_RESET]
@@ -289,7 +288,7 @@ def execute(ctx: Ctx, plan_id: str, digest: str, dry_run: bool, yes: bool) -> No
         _show_plan(ctx, plan)
     if not dry_run:
         tot = (plan.get("analysis") or {}).get("totals") or {}
-        _confirm(yes, f"Remove {tot.get('count', 0)} items ({_size(tot.get('bytes'))}) "
+        confirm(yes, f"Remove {tot.get('count', 0)} items ({_size(tot.get('bytes'))}) "
                       f"with plan {plan_id}?")
     path = _call(ctx, "Execute", "ssa{sv}", plan_id, digest or plan.get("digest", ""),
                  {"dry_run": dry_run})
@@ -339,7 +338,7 @@ def _execution_id(ctx: Ctx, arg: str) -> str:
 def rollback(ctx: Ctx, execution_id: str, yes: bool) -> None:
     """Put back everything EXECUTION_ID (or the execution job JOB) removed."""
     execution_id = _execution_id(ctx, execution_id)
-    _confirm(yes, f"Roll back reset {execution_id}?")
+    confirm(yes, f"Roll back reset {execution_id}?")
     result = follow_job(ctx, _call(ctx, "Rollback", "s", execution_id),
                         f"rollback {execution_id}")
     ctx.out.message(f"rolled back {execution_id}: {result.get('restored', 0)} items "
@@ -351,7 +350,7 @@ def rollback(ctx: Ctx, execution_id: str, yes: bool) -> None:
 @pass_ctx
 def rollback_baseline(ctx: Ctx, yes: bool) -> None:
     """btrfs: roll the whole root back to the snapshot taken with the baseline."""
-    _confirm(yes, "Roll the whole root back to the baseline snapshot (everything "
+    confirm(yes, "Roll the whole root back to the baseline snapshot (everything "
                   "since is kept only in the previous snapshot)?")
     result = follow_job(ctx, _call(ctx, "RollbackToBaseline"), "rollback to baseline")
     ctx.out.message(f"rolled back to {result.get('snapshot') or '-'}; previous state in "
@@ -367,7 +366,7 @@ def rollback_baseline(ctx: Ctx, yes: bool) -> None:
 def resume(ctx: Ctx, execution_id: str, yes: bool) -> None:
     """Finish an interrupted EXECUTION_ID (or the execution job JOB)."""
     execution_id = _execution_id(ctx, execution_id)
-    _confirm(yes, f"Finish reset {execution_id}?")
+    confirm(yes, f"Finish reset {execution_id}?")
     result = follow_job(ctx, _call(ctx, "Resume", "s", execution_id),
                         f"resume {execution_id}")
     ctx.out.message(f"finished {execution_id}: removed {result.get('removed', 0)} items, "

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from osectl.context import Ctx, follow_job, pass_ctx
-from osectl.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from osectl.context import Ctx, confirm, follow_job, pass_ctx
+from osectl.errors import CliError
 from oseprovd.bus.names import IFACE_SNAPSHOTS, SERVICE_PATHS
 
 PATH = SERVICE_PATHS[IFACE_SNAPSHOTS]
@@ -31,17 +31,6 @@ SNAPSHOT_FIELDS = [("id", "ID", None), ("config", "Config", None), ("backend", "
 def _call(ctx: Ctx, member: str, signature: str = "", *body: Any) -> Any:
     return ctx.client.call(PATH, IFACE_SNAPSHOTS, member, signature, body)
 
-
-def _confirm(yes: bool, question: str) -> None:
-    """Destructive commands ask first; without a terminal they need --yes."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise CliError("org.ose.Client.Usage",
-                       f"{question} Refusing without a terminal to ask on; add --yes",
-                       EXIT_USAGE)
-    if not click.confirm(question, default=False, err=True):
-        raise CliError("org.ose.Client.Aborted", "nothing done", EXIT_FAILED)
 
 
 def _shown(path: bytes) -> str:
@@ -106,7 +95,7 @@ def create(ctx: Ctx, config: str, description: str, userdata: tuple[str, ...]) -
 @pass_ctx
 def delete(ctx: Ctx, ids: tuple[str, ...], yes: bool) -> None:
     """Delete the snapshots IDS (all or none)."""
-    _confirm(yes, f"Delete {', '.join(ids)} for good?")
+    confirm(yes, f"Delete {', '.join(ids)} for good?")
     deleted = _call(ctx, "DeleteSnapshots", "as", list(ids))
     ctx.out.message(f"deleted {', '.join(deleted)}", {"deleted": list(deleted)})
 
@@ -147,7 +136,7 @@ def undo(ctx: Ctx, snapshot_id: str, paths: tuple[str, ...]) -> None:
 @pass_ctx
 def rollback(ctx: Ctx, snapshot_id: str, yes: bool) -> None:
     """Make the config's tree SNAPSHOT_ID (what is live now is kept as a snapshot)."""
-    _confirm(yes, f"Roll back to {snapshot_id}?")
+    confirm(yes, f"Roll back to {snapshot_id}?")
     result = follow_job(ctx, _call(ctx, "Rollback", "s", snapshot_id),
                       f"rollback to {snapshot_id}")
     text = f"rolled back to {snapshot_id}"

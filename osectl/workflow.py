@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from osectl.context import Ctx, follow_job, pass_ctx
-from osectl.snapshot import _confirm
+from osectl.context import Ctx, confirm, follow_job, pass_ctx
 from oseprovd.bus.names import IFACE_WORKFLOWS, SERVICE_PATHS
 
 PATH = SERVICE_PATHS[IFACE_WORKFLOWS]
@@ -103,7 +102,7 @@ def run(ctx: Ctx, name: str, dry_run: bool, yes: bool) -> None:
         for i, step in enumerate(steps, 1):
             ctx.out.message(f"  {i}. {_step_text(step)}")
     if not dry_run:
-        _confirm(yes, f"Run workflow {name} ({len(steps)} steps)?")
+        confirm(yes, f"Run workflow {name} ({len(steps)} steps)?")
     path = _call(ctx, "RunWorkflow", "sa{sv}", name, {"dry_run": dry_run})
     result = follow_job(ctx, path, f"workflow {name}")
     if ctx.out.as_json:
@@ -135,7 +134,7 @@ def runs(ctx: Ctx, run_id: str | None) -> None:
 @pass_ctx
 def rollback(ctx: Ctx, run_id: str, yes: bool) -> None:
     """Undo every step of RUN_ID, last first."""
-    _confirm(yes, f"Roll back workflow run {run_id}?")
+    confirm(yes, f"Roll back workflow run {run_id}?")
     result = follow_job(ctx, _call(ctx, "RollbackWorkflow", "s", run_id),
                         f"rollback {run_id}")
     if ctx.out.as_json:
